@@ -1,0 +1,51 @@
+/** Pod configuration from the environment. Secrets are never logged. */
+import { hostname } from "node:os";
+
+export interface PodConfig {
+  podId: string;
+  host: string;
+  port: number;
+  udpBindHost: string;
+  udpPort: number;
+  /** Host advertised to phones for UDP audio; null disables UDP in the ack. */
+  udpAdvertiseHost: string | null;
+  /** Public HTTP base URL of this pod (phones' REST, and the base of the app-ws URL). Null = derived from the bound address. */
+  publicUrl: string | null;
+  jwtSecret: string;
+  adminToken: string | null;
+  env: string;
+  region: string;
+  version: string;
+  logLevel: string;
+  directorySeed: string | null;
+}
+
+export const DEV_JWT_SECRET = "dev-only-secret";
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): PodConfig {
+  const nodeEnv = env.NODE_ENV ?? "development";
+  const jwtSecret = env.JWT_SECRET ?? env.AUGMENTOS_AUTH_JWT_SECRET ?? (nodeEnv === "production" ? "" : DEV_JWT_SECRET);
+  if (!jwtSecret) throw new Error("JWT_SECRET (or AUGMENTOS_AUTH_JWT_SECRET) must be set in production");
+  const num = (v: string | undefined, d: number) => {
+    if (v === undefined || v === "") return d;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`invalid port: ${v}`);
+    return n;
+  };
+  return {
+    podId: env.POD_ID ?? `pod-${hostname()}`,
+    host: env.HOST ?? "127.0.0.1",
+    port: num(env.PORT, 7002),
+    udpBindHost: env.UDP_BIND_HOST ?? env.HOST ?? "127.0.0.1",
+    udpPort: num(env.UDP_PORT, 8000),
+    udpAdvertiseHost: env.UDP_HOST ?? "127.0.0.1",
+    publicUrl: env.PUBLIC_URL ? env.PUBLIC_URL.replace(/\/+$/, "") : null,
+    jwtSecret,
+    adminToken: env.ADMIN_TOKEN ?? null,
+    env: nodeEnv,
+    region: env.REGION ?? "local",
+    version: env.VERSION ?? "0.1.0",
+    logLevel: env.LOG_LEVEL ?? "info",
+    directorySeed: env.DIRECTORY_SEED ?? null,
+  };
+}

@@ -1,0 +1,53 @@
+/** What every manager of a UserSession shares: the pod's clock, metrics, logger, directory and config. */
+import type { Logger } from "pino";
+import type { Directory } from "@mentra-cluster/directory";
+import type { PodMetrics } from "@mentra-cluster/metrics";
+import type { Clock } from "./util/clock.ts";
+import type { TranscriptionProvider } from "./transcription/provider.ts";
+import type { UdpAudioServer } from "./udp/UdpAudioServer.ts";
+
+export interface PodTimings {
+  phonePingMs: number;
+  phoneGraceMs: number;
+  appGraceMs: number;
+  appConnectTimeoutMs: number;
+  webhookTimeoutMs: number;
+  webhookAttempts: number;
+  webhookBackoffMs: number;
+  emptySubscriptionIgnoreMs: number;
+  displayThrottleMs: number;
+  bootWindowMs: number;
+  appInitTimeoutMs: number;
+}
+
+export const DEFAULT_TIMINGS: PodTimings = {
+  phonePingMs: 2000,
+  phoneGraceMs: 60_000,
+  appGraceMs: 5000,
+  appConnectTimeoutMs: 5000,
+  webhookTimeoutMs: 10_000,
+  webhookAttempts: 2,
+  webhookBackoffMs: 1000,
+  emptySubscriptionIgnoreMs: 8000,
+  displayThrottleMs: 300,
+  bootWindowMs: 1500,
+  appInitTimeoutMs: 5000,
+};
+
+export interface PodContext {
+  podId: string;
+  env: string;
+  clock: Clock;
+  metrics: PodMetrics;
+  log: Logger;
+  directory: Directory;
+  transcription: TranscriptionProvider;
+  udp: UdpAudioServer;
+  timings: PodTimings;
+  /** This pod's own public app-ws URL, sent in every webhook. */
+  appWsUrl(): string;
+  /** This pod's advertised UDP endpoint, sent in connection_ack. */
+  udpEndpoint(): { host: string; port: number } | null;
+  /** Outbound HTTP for webhooks (injectable for tests). */
+  fetch: typeof fetch;
+}

@@ -1,0 +1,167 @@
+/**
+ * A session pod: fastify (REST, /glasses-ws, /app-ws, probes, metrics) plus one UDP socket.
+ * createPod() wires dependencies; everything injectable (clock, directory, provider, fetch) for tests.
+ */
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
+import websocket from "@fastify/websocket";
+import pino, { type Logger } from "pino";
+import { EmbeddedDirectory, type Directory } from "@mentra-cluster/directory";
+import { PodMetrics } from "@mentra-cluster/metrics";
+import { CloseCode, CloseReason } from "@mentra-cluster/protocol";
+import type { PodConfig } from "./config.ts";
+import { DEFAULT_TIMINGS, type PodContext, type PodTimings } from "./context.ts";
+import { errorBody } from "./errors.ts";
+import { registerAdminRoutes } from "./http/adminRoutes.ts";
+import { registerClientRoutes } from "./http/clientRoutes.ts";
+import { SessionStore } from "./session/SessionStore.ts";
+import { safeClose } from "./session/send.ts";
+import { EnergyTranscriptionProvider } from "./transcription/energy.ts";
+import type { TranscriptionProvider } from "./transcription/provider.ts";
+import { UdpAudioServer } from "./udp/UdpAudioServer.ts";
+import { realClock, type Clock } from "./util/clock.ts";
+import { registerAppWs } from "./ws/appWs.ts";
+import { registerGlassesWs } from "./ws/glassesWs.ts";
+
+/** Largest WebSocket frame accepted on either channel; larger frames close the socket with 1009. */
+export const MAX_WS_FRAME_BYTES = 1024 * 1024;
+
+export interface PodDeps {
+  clock?: Clock;
+  directory?: Directory;
+  transcription?: TranscriptionProvider;
+  logger?: Logger;
+  timings?: Partial<PodTimings>;
+  fetch?: typeof fetch;
+  metrics?: PodMetrics;
+}
+
+export interface PodAddresses {
+  httpUrl: string;
+  wsUrl: string;
+  appWsUrl: string;
+  udpHost: string;
+  udpPort: number;
+  port: number;
+}
+
+export class Pod {
+  readonly ctx: PodContext;
+  readonly sessions: SessionStore;
+  readonly app: FastifyInstance;
+  readonly udp: UdpAudioServer;
+  shuttingDown = false;
+  private addrs: PodAddresses | null = null;
+  private readyFlag = false;
+
+  constructor(readonly config: PodConfig, deps: PodDeps = {}) {
+    const log =
+      deps.logger ?? pino({ level: config.logLevel, base: { podId: config.podId }, redact: ["req.headers.authorization", "apiKey", "token"] });
+    const metrics = deps.metrics ?? new PodMetrics({ podId: config.podId, region: config.region, version: config.version });
+    const clock = deps.clock ?? realClock;
+    const timings = { ...DEFAULT_TIMINGS, ...deps.timings };
+    this.udp = new UdpAudioServer({ host: config.udpBindHost, port: config.udpPort, metrics, clock, log });
+    this.ctx = {
+      podId: config.podId,
+      env: config.env,
+      clock,
+      metrics,
+      log,
+      directory: deps.directory ?? new EmbeddedDirectory(),
+      transcription: deps.transcription ?? new EnergyTranscriptionProvider(),
+      udp: this.udp,
+      timings,
+      fetch: deps.fetch ?? fetch,
+      appWsUrl: () => {
+        const base = this.publicHttpUrl();
+        return `${base.replace(/^http/, "ws")}/app-ws`;
+      },
+      udpEndpoint: () => (this.addrs && config.udpAdvertiseHost ? { host: config.udpAdvertiseHost, port: this.addrs.udpPort } : null),
+    };
+    this.sessions = new SessionStore(this.ctx);
+    this.app = this.buildApp();
+  }
+
+  get metrics(): PodMetrics {
+    return this.ctx.metrics;
+  }
+
+  get addresses(): PodAddresses {
+    if (!this.addrs) throw new Error("pod not started");
+    return this.addrs;
+  }
+
+  /** Ready = directory reachable and not shutting down. */
+  get ready(): boolean {
+    return this.readyFlag && !this.shuttingDown;
+  }
+
+  private publicHttpUrl(): string {
+    if (this.config.publicUrl) return this.config.publicUrl;
+    if (!this.addrs) throw new Error("pod not started");
+    return this.addrs.httpUrl;
+  }
+
+  private buildApp(): FastifyInstance {
+    const app = Fastify({ loggerInstance: this.ctx.log as unknown as FastifyBaseLogger, disableRequestLogging: true, bodyLimit: 256 * 1024, return503OnClosing: false });
+    void app.register(websocket, { options: { maxPayload: MAX_WS_FRAME_BYTES } });
+    app.addHook("onResponse", async (_req, reply) => {
+      this.ctx.metrics.httpRequest(reply.statusCode);
+    });
+    app.setNotFoundHandler((req, reply) => {
+      void reply.code(404).send({ ...errorBody("NOT_FOUND", `No route ${req.method} ${req.url.split("?")[0]}`) });
+    });
+    app.setErrorHandler((err: { statusCode?: number; code?: string; message: string }, req, reply) => {
+      const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500;
+      if (status >= 500) this.ctx.log.error({ err: err.message, url: req.url.split("?")[0] }, "request failed");
+      void reply.code(status).send({ success: false, error: status >= 500 ? "internal" : (err.code ?? "bad_request").toLowerCase(), message: status >= 500 ? "Internal error" : err.message });
+    });
+    void app.register(async (scoped) => {
+      registerGlassesWs(scoped, this);
+      registerAppWs(scoped, this);
+      registerClientRoutes(scoped, this);
+      registerAdminRoutes(scoped, this);
+      scoped.get("/livez", async (_req, reply) => reply.type("text/plain").send("ok"));
+      scoped.get("/readyz", async (_req, reply) => {
+        const ready = this.ready;
+        return reply.code(ready ? 200 : 503).send({ ready, podId: this.config.podId, draining: this.shuttingDown });
+      });
+      scoped.get("/health", async () => this.ctx.metrics.health());
+      scoped.get("/metrics", async (_req, reply) => reply.type(this.ctx.metrics.contentType).send(await this.ctx.metrics.metricsText()));
+    });
+    return app;
+  }
+
+  async start(): Promise<PodAddresses> {
+    const udp = await this.udp.start();
+    await this.app.listen({ host: this.config.host, port: this.config.port });
+    const a = this.app.server.address();
+    const port = typeof a === "object" && a ? a.port : this.config.port;
+    const host = this.config.host === "0.0.0.0" ? "127.0.0.1" : this.config.host;
+    const httpUrl = `http://${host}:${port}`;
+    this.addrs = { httpUrl, wsUrl: `ws://${host}:${port}/glasses-ws`, appWsUrl: "", udpHost: this.config.udpAdvertiseHost ?? udp.address, udpPort: udp.port, port };
+    this.addrs.appWsUrl = this.ctx.appWsUrl();
+    this.ctx.metrics.start();
+    await this.ctx.directory.ready();
+    this.readyFlag = true;
+    this.ctx.log.info({ httpUrl, udpPort: udp.port, appWsUrl: this.addrs.appWsUrl }, "pod listening");
+    return this.addrs;
+  }
+
+  /** Stops the pod: every phone and app gets close 1001 "Server shutting down" (override of @fastify/websocket's code-less close). */
+  async stop(): Promise<void> {
+    if (this.shuttingDown && !this.app.server.listening) return;
+    this.shuttingDown = true;
+    for (const s of [...this.sessions.values()]) {
+      for (const a of s.apps.apps.values()) safeClose(a.ws, CloseCode.GOING_AWAY, CloseReason.SERVER_SHUTTING_DOWN);
+      safeClose(s.ws, CloseCode.GOING_AWAY, CloseReason.SERVER_SHUTTING_DOWN);
+    }
+    this.sessions.disposeAll("shutdown");
+    this.ctx.metrics.stop();
+    await this.app.close();
+    await this.udp.stop();
+  }
+}
+
+export function createPod(config: PodConfig, deps: PodDeps = {}): Pod {
+  return new Pod(config, deps);
+}

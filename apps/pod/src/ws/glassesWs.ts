@@ -1,0 +1,83 @@
+/** /glasses-ws: the phone channel. The token is checked before the upgrade; bad tokens get 401 JSON. */
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import type { WebSocket, RawData } from "ws";
+import { extractToken, nowIso, verifyCoreToken } from "@mentra-cluster/protocol";
+import type { Pod } from "../server.ts";
+
+declare module "fastify" {
+  interface FastifyRequest {
+    mentraUserId?: string;
+  }
+}
+
+export function tokenError(reason: "missing" | "invalid" | "no_user_id") {
+  const message = reason === "missing" ? "No core token provided" : reason === "no_user_id" ? "Invalid core token - no user ID" : "Invalid core token";
+  return { type: "connection_error", code: reason === "missing" ? "NO_TOKEN" : reason === "no_user_id" ? "NO_USER_ID" : "INVALID_TOKEN", message, timestamp: nowIso() };
+}
+
+export function registerGlassesWs(app: FastifyInstance, pod: Pod): void {
+  const { ctx } = pod;
+  app.get(
+    "/glasses-ws",
+    {
+      websocket: true,
+      preValidation: async (req: FastifyRequest, reply) => {
+        if (pod.shuttingDown) return reply.code(503).send({ type: "connection_error", code: "SHUTTING_DOWN", message: "Server is shutting down", timestamp: nowIso() });
+        const q = req.query as Record<string, unknown>;
+        const res = verifyCoreToken(extractToken(req.headers.authorization, q.token), pod.config.jwtSecret);
+        if (!res.ok) return reply.code(401).send(tokenError(res.reason));
+        req.mentraUserId = res.userId;
+      },
+    },
+    (socket: WebSocket, req: FastifyRequest) => {
+      const userId = req.mentraUserId!;
+      const q = req.query as Record<string, unknown>;
+      const udpEncryption = q.udpEncryption === "true" || q.udpEncryption === "1";
+      const openedAt = ctx.clock.now();
+      const { session, reconnection } = pod.sessions.createOrReconnect(socket, userId, { udpEncryption });
+
+      socket.on("message", (data: RawData, isBinary: boolean) => {
+        ctx.metrics.wsClientIn();
+        if (session.disposed || session.ws !== socket) return void ctx.metrics.droppedMessage("phone", "stale_socket");
+        if (isBinary) {
+          const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data as ArrayBuffer);
+          session.handleAudio(buf);
+          return;
+        }
+        let msg: unknown;
+        try {
+          msg = JSON.parse(data.toString());
+        } catch {
+          ctx.metrics.droppedMessage("phone", "malformed_json");
+          session.sendToPhone({ type: "connection_error", code: "MALFORMED_MESSAGE", message: "Frame is not valid JSON", timestamp: nowIso(ctx.clock.now()) });
+          return;
+        }
+        if (!msg || typeof msg !== "object" || Array.isArray(msg)) return void ctx.metrics.droppedMessage("phone", "not_an_object");
+        const drop = session.handlePhoneMessage(msg as Record<string, unknown>);
+        if (drop) ctx.metrics.droppedMessage("phone", drop);
+      });
+      socket.on("close", (code: number) => {
+        ctx.metrics.phoneSocketClosed(code);
+        const current = session.onPhoneClose(socket);
+        ctx.log.info(
+          { userId, code, durationMs: ctx.clock.now() - openedAt, current, msSinceLastPhoneMessage: ctx.clock.now() - session.lastPhoneMessageAt },
+          "phone socket closed",
+        );
+      });
+      socket.on("error", (err) => ctx.log.warn({ userId, err: err.message }, "phone socket error"));
+
+      session.sendToPhone(session.ackMessage());
+      session.display.flush();
+      if (reconnection) {
+        void session.apps.resurrectDormant();
+      } else {
+        void ctx.directory
+          .getOrCreateUser(userId)
+          .then((user) => {
+            if (!session.disposed) return session.apps.startPreviouslyRunning(user.runningApps);
+          })
+          .catch((err) => ctx.log.error({ userId, err: (err as Error).message }, "could not start previously running apps"));
+      }
+    },
+  );
+}
