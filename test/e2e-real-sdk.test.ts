@@ -10,7 +10,7 @@ import { readWav, type DisplayEvent } from "@mentra-cluster/protocol";
 import { startSdkApp, REPO_ROOT, type SdkAppHandle } from "./helpers/sdkApp.ts";
 import { appSeed, eventually, startTestPod, type TestPod } from "./helpers/pod.ts";
 
-const WAV = path.resolve(REPO_ROOT, "..", "shared", "data", "audio", "short-test-16khz.wav");
+const WAV = path.resolve(REPO_ROOT, "..", "shared", "data", "audio", "what-time-is-it-16khz.wav");
 const PKG = "com.test.e2e.transcribe";
 const USER = "Alice-Smith@Example.com"; // dashes and capitals: the app session id parser must cope
 

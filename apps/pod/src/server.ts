@@ -2,7 +2,7 @@
  * A session pod: fastify (REST, /glasses-ws, /app-ws, probes, metrics) plus one UDP socket.
  * createPod() wires dependencies; everything injectable (clock, directory, provider, fetch) for tests.
  */
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import websocket from "@fastify/websocket";
 import pino, { type Logger } from "pino";
 import { EmbeddedDirectory, type Directory } from "@mentra-cluster/directory";
@@ -102,7 +102,7 @@ export class Pod {
   }
 
   private buildApp(): FastifyInstance {
-    const app = Fastify({ loggerInstance: this.ctx.log as unknown as FastifyBaseLogger, disableRequestLogging: true, bodyLimit: 256 * 1024, return503OnClosing: false });
+    const app = Fastify({ loggerInstance: this.ctx.log as unknown as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 256 * 1024, return503OnClosing: false });
     void app.register(websocket, { options: { maxPayload: MAX_WS_FRAME_BYTES } });
     app.addHook("onResponse", async (_req, reply) => {
       this.ctx.metrics.httpRequest(reply.statusCode);

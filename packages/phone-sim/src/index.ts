@@ -20,3 +20,4 @@ export {
 } from "./phoneSim.ts";
 export { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from "./backoff.ts";
 export { pcmChunker } from "./pcmChunker.ts";
+export { AppSim, type AppSimOptions, type AppSimSession } from "./appSim.ts";

@@ -217,6 +217,8 @@ export class PhoneSim extends EventEmitter<PhoneSimEvents> {
     this.restBase = opts.restBase;
     this.random = opts.random ?? Math.random;
     this.maxRecorded = Math.max(1, opts.maxRecorded ?? 10_000);
+    // Each pending waitFor/registerUdp holds a listener; tests may keep many at once.
+    this.setMaxListeners(100);
   }
 
   // ---------- state ----------
@@ -660,7 +662,12 @@ export class PhoneSim extends EventEmitter<PhoneSimEvents> {
     const delay = backoffDelay(this.reconnectAttempt++, this.opts.reconnect || {}, this.random);
     this.reconnectTimer = this.timers.after(delay, () => {
       this.reconnectTimer = null;
-      this.openSocket(this.connectTimeoutMs).then(
+      // Shared with connect() so a caller connecting mid-attempt joins it instead of opening a second socket.
+      const attempt = this.openSocket(this.connectTimeoutMs).finally(() => {
+        if (this.connecting === attempt) this.connecting = null;
+      });
+      this.connecting = attempt;
+      attempt.then(
         (ack) => {
           this.reconnectAttempt = 0;
           this.counters.reconnects++;

@@ -6,7 +6,7 @@ import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import { createSocket, type Socket as UdpSocket } from "node:dgram";
-import type { AddressInfo } from "node:net";
+import { createServer as createNetServer, type AddressInfo } from "node:net";
 import { once } from "node:events";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -190,11 +190,11 @@ async function setup(t: TestContext, overrides: Partial<PhoneSimOptions> = {}) {
   return { pod, makeSim };
 }
 
-async function until(cond: () => boolean, timeoutMs = 2000, what = "condition"): Promise<void> {
+async function until(cond: () => boolean, timeoutMs = 2000, what = "condition", pollMs = 5): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!cond()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
+    await sleep(pollMs);
   }
 }
 
@@ -263,9 +263,11 @@ test("connect: a refused upgrade rejects with the HTTP status and JSON body", as
 });
 
 test("connect: an unreachable pod rejects with ECONNREFUSED", async (t) => {
-  const { pod, makeSim } = await setup(t);
-  const port = pod.port;
-  await pod.close().catch(() => {});
+  const { makeSim } = await setup(t);
+  const probe = createNetServer();
+  await new Promise<void>((r) => probe.listen(0, "127.0.0.1", () => r()));
+  const port = (probe.address() as AddressInfo).port;
+  await new Promise<void>((r) => probe.close(() => r()));
   const sim = makeSim({ wsUrl: `ws://127.0.0.1:${port}/glasses-ws` });
   await assert.rejects(sim.connect(1000), (e: NodeJS.ErrnoException) => e.code === "ECONNREFUSED");
 });
@@ -494,6 +496,28 @@ test("sendUdpAudio refuses datagrams over 1472 bytes", async (t) => {
   assert.throws(() => unconnected.sendUdpAudio(Buffer.alloc(10)), /no UDP endpoint/);
 });
 
+test("the UDP sequence number wraps from 65535 to 0", async (t) => {
+  const { pod, makeSim } = await setup(t);
+  const sim = makeSim();
+  await sim.connect();
+  const tiny = Buffer.alloc(2);
+  for (let i = 0; i < 65_535; i++) sim.sendUdpAudio(tiny);
+  assert.equal(sim.udpSequence, 65_535);
+  // Sends are queued; wait until the batch stops arriving (some may be dropped by the kernel).
+  let seen = -1;
+  await until(() => {
+    const settled = pod.datagrams.length === seen;
+    seen = pod.datagrams.length;
+    return settled;
+  }, 10_000, "the batch to drain", 100);
+  const before = pod.datagrams.length;
+  sim.sendUdpAudio(tiny);
+  sim.sendUdpAudio(tiny);
+  assert.equal(sim.udpSequence, 1);
+  await until(() => pod.datagrams.length >= before + 2, 2000, "the last two datagrams");
+  assert.deepEqual(pod.datagrams.slice(-2).map((d) => d.msg.readUInt16BE(4)), [65_535, 0]);
+});
+
 // ---------- REST ----------
 
 test("rest: bearer token, JSON bodies, app start/stop/list paths, path prefix kept", async (t) => {
@@ -637,19 +661,22 @@ test("dispose: idempotent, stops streams, rejects waits, leaves no socket or tim
   const waiting = sim.waitFor((m) => m.type === "app_stopped", 60_000);
   const waitingRejected = assert.rejects(waiting, /disposed/);
   const serverConn = pod.last;
+  await until(() => pod.audioDatagrams().length >= 2, 1000, "streaming");
+  const during = resourceCounts();
+  assert.ok((during.get("UDPWrap") ?? 0) > (baseline.get("UDPWrap") ?? 0), "the phone's UDP socket is open");
+  assert.ok((during.get("TCPSocketWrap") ?? 0) > (baseline.get("TCPSocketWrap") ?? 0), "the phone's TCP socket is open");
+  assert.ok((during.get("Timeout") ?? 0) > (baseline.get("Timeout") ?? 0), "stream and wait timers are pending");
   await Promise.all([sim.dispose(), sim.dispose()]);
   await sim.dispose();
   await waitingRejected;
   const result = await stream.done;
-  assert.ok(result.packets >= 1);
+  assert.ok(result.packets >= 2, `stream sent ${result.packets} packets`);
   assert.equal(sim.connected, false);
   await until(() => serverConn.closed !== null, 1000, "server sees the close");
   assert.equal(serverConn.closed?.code, 1000);
   await sleep(50);
   const after = resourceCounts();
-  for (const kind of ["Timeout", "UDPWRAP", "TCPWRAP", "TCPSocketWrap"]) {
-    assert.ok((after.get(kind) ?? 0) <= (baseline.get(kind) ?? 0), `${kind}: ${after.get(kind) ?? 0} after vs ${baseline.get(kind) ?? 0} before`);
-  }
+  assert.deepEqual(Object.fromEntries(resourceCounts()), Object.fromEntries(baseline));
   await sleep(50);
   assert.equal(pod.conns.length, 1, "no reconnect after dispose");
   await assert.rejects(sim.connect(), /disposed/);
