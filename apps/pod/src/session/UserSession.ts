@@ -258,6 +258,8 @@ export class UserSession implements UdpTarget {
       this.sendToPhone({ type: "udp_register_error", code: "HASH_COLLISION", message: "UDP hash already registered by another user; use WebSocket audio", timestamp: nowIso(this.ctx.clock.now()) });
       return "udp_hash_collision";
     }
+    // A (re)registration starts a new packet stream: the phone's sequence may restart at 0.
+    for (const chunk of this.reorder.flush()) this.handleAudio(chunk);
     this.udpHash = hash;
     return null;
   }
