@@ -97,7 +97,10 @@ async function main(): Promise<void> {
     const tag = d.layout.layoutType === "text_wall" ? "[display]" : `[display:${d.layout.layoutType}]`;
     console.log(`${tag} ${text}`);
   });
-  phone.on("close", ({ code, reason }) => console.log(`[phone] socket closed ${code}${reason ? ` ${reason}` : ""}`));
+  let finishing = false;
+  phone.on("close", ({ code, reason }) => {
+    if (!finishing) console.log(`[phone] socket closed unexpectedly: ${code}${reason ? ` ${reason}` : ""}`);
+  });
 
   const stopOnSignal = () => {
     void phone.dispose().then(() => process.exit(130));
@@ -160,6 +163,7 @@ async function main(): Promise<void> {
       ].join("\n"),
     );
   } finally {
+    finishing = true;
     process.off("SIGINT", stopOnSignal);
     await phone.dispose();
   }

@@ -45,8 +45,10 @@ export function verifyCoreToken(token: string | undefined | null, secret: string
     return { ok: false, reason: "invalid" };
   }
   if (!header || header.alg !== "HS256" || !claims || typeof claims !== "object") return { ok: false, reason: "invalid" };
-  const expected = createHmac("sha256", secret).update(`${h}.${b}`).digest();
-  const given = Buffer.from(s, "base64url");
+  // Compared as canonical base64url text: decoding first would accept non-canonical spellings of
+  // the same signature (trailing "=", ignored characters, unused low bits in the last character).
+  const expected = Buffer.from(createHmac("sha256", secret).update(`${h}.${b}`).digest("base64url"), "ascii");
+  const given = Buffer.from(s, "utf8");
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) return { ok: false, reason: "invalid" };
   if (typeof claims.exp === "number" && claims.exp * 1000 < nowMs) return { ok: false, reason: "invalid" };
   if (typeof claims.email !== "string" || claims.email.trim() === "") return { ok: false, reason: "no_user_id" };

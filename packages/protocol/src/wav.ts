@@ -15,6 +15,7 @@ export function parseWav(buf: Buffer): Pcm16 {
     const size = buf.readUInt32LE(off + 4);
     const body = buf.subarray(off + 8, Math.min(buf.length, off + 8 + size));
     if (id === "fmt ") {
+      if (body.length < 16) throw new Error(`unsupported WAV (fmt chunk is ${body.length} bytes, expected at least 16)`);
       format = body.readUInt16LE(0);
       channels = body.readUInt16LE(2);
       sampleRate = body.readUInt32LE(4);

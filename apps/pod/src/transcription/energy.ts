@@ -42,8 +42,8 @@ class EnergyStream implements TranscriptionStream {
   private readonly interimSamples: number;
 
   constructor(private readonly o: TranscriptionStreamOptions, p: EnergyProviderOptions) {
-    this.threshold = p.threshold ?? 600;
-    this.hangoverSamples = ((p.hangoverMs ?? 400) * SAMPLE_RATE) / 1000;
+    this.threshold = p.threshold ?? 900;
+    this.hangoverSamples = ((p.hangoverMs ?? 300) * SAMPLE_RATE) / 1000;
     this.interimSamples = ((p.interimEveryMs ?? 500) * SAMPLE_RATE) / 1000;
   }
 
