@@ -18,6 +18,10 @@ export interface PodConfig {
   version: string;
   logLevel: string;
   directorySeed: string | null;
+  /** Event-loop lag sampling interval (the seed's 2 s; benchmarks use shorter). */
+  lagSampleIntervalMs: number;
+  /** Export metrics at all (benchmarks measure the instrumentation's own cost with it off). */
+  metricsEnabled: boolean;
 }
 
 export const DEV_JWT_SECRET = "dev-only-secret";
@@ -47,5 +51,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): PodConfig {
     version: env.VERSION ?? "0.1.0",
     logLevel: env.LOG_LEVEL ?? "info",
     directorySeed: env.DIRECTORY_SEED ?? null,
+    lagSampleIntervalMs: Number(env.LAG_SAMPLE_INTERVAL_MS ?? 2000) || 2000,
+    metricsEnabled: env.METRICS_ENABLED !== "false",
   };
 }

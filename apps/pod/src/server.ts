@@ -56,7 +56,7 @@ export class Pod {
   constructor(readonly config: PodConfig, deps: PodDeps = {}) {
     const log =
       deps.logger ?? pino({ level: config.logLevel, base: { podId: config.podId }, redact: ["req.headers.authorization", "apiKey", "token"] });
-    const metrics = deps.metrics ?? new PodMetrics({ podId: config.podId, region: config.region, version: config.version });
+    const metrics = deps.metrics ?? new PodMetrics({ podId: config.podId, region: config.region, version: config.version, lagSampleIntervalMs: config.lagSampleIntervalMs });
     const clock = deps.clock ?? realClock;
     const timings = { ...DEFAULT_TIMINGS, ...deps.timings };
     this.udp = new UdpAudioServer({ host: config.udpBindHost, port: config.udpPort, metrics, clock, log });
