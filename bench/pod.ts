@@ -21,6 +21,7 @@ const { values } = parseArgs({
     measure: { type: "string", default: "20" },
     metrics: { type: "string", default: "on" },
     ramp: { type: "string", default: "50" },
+    profile: { type: "boolean", default: false },
   },
 });
 const SECRET = "bench-secret";
@@ -41,7 +42,7 @@ function rssMb(pid: number): number {
 }
 
 async function startPod(appUrl: string, metricsEnabled: boolean): Promise<{ child: ChildProcess; http: string; ws: string }> {
-  const child = spawn(process.execPath, ["--import", "tsx", path.join(root, "bench/pod-process.ts")], {
+  const child = spawn(process.execPath, [...(values.profile ? ["--cpu-prof", `--cpu-prof-dir=${path.join(root, "bench/out")}`] : []), "--import", "tsx", path.join(root, "bench/pod-process.ts")], {
     cwd: root,
     env: { ...process.env, JWT_SECRET: SECRET, BENCH_APP_URL: appUrl, LAG_SAMPLE_INTERVAL_MS: "250", METRICS_ENABLED: String(metricsEnabled) },
     stdio: ["ignore", "pipe", "inherit"],
