@@ -22,6 +22,8 @@ export interface PodConfig {
   lagSampleIntervalMs: number;
   /** Export metrics at all (benchmarks measure the instrumentation's own cost with it off). */
   metricsEnabled: boolean;
+  /** Readiness goes false while the recent lag p99 is above this. */
+  readyLagP99CapMs: number;
 }
 
 export const DEV_JWT_SECRET = "dev-only-secret";
@@ -53,5 +55,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): PodConfig {
     directorySeed: env.DIRECTORY_SEED ?? null,
     lagSampleIntervalMs: Number(env.LAG_SAMPLE_INTERVAL_MS ?? 2000) || 2000,
     metricsEnabled: env.METRICS_ENABLED !== "false",
+    readyLagP99CapMs: Number(env.READY_LAG_P99_CAP_MS ?? 200) || 200,
   };
 }

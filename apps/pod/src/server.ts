@@ -56,7 +56,7 @@ export class Pod {
   constructor(readonly config: PodConfig, deps: PodDeps = {}) {
     const log =
       deps.logger ?? pino({ level: config.logLevel, base: { podId: config.podId }, redact: ["req.headers.authorization", "apiKey", "token"] });
-    const metrics = deps.metrics ?? new PodMetrics({ podId: config.podId, region: config.region, version: config.version, lagSampleIntervalMs: config.lagSampleIntervalMs });
+    const metrics = deps.metrics ?? new PodMetrics({ podId: config.podId, region: config.region, version: config.version, lagSampleIntervalMs: config.lagSampleIntervalMs, enabled: config.metricsEnabled, onLagWarning: (lagMs) => log.warn({ lagMs }, "event loop lag above 100 ms") });
     const clock = deps.clock ?? realClock;
     const timings = { ...DEFAULT_TIMINGS, ...deps.timings };
     this.udp = new UdpAudioServer({ host: config.udpBindHost, port: config.udpPort, metrics, clock, log });
@@ -90,9 +90,17 @@ export class Pod {
     return this.addrs;
   }
 
-  /** Ready = directory reachable and not shutting down. */
+  /** Why the pod is not ready, or null when it is. O(1): no session walk, no I/O. */
+  notReadyReason(): string | null {
+    if (!this.readyFlag) return "starting";
+    if (this.shuttingDown) return "draining";
+    const p99 = this.ctx.metrics.lag().recentP99Ms;
+    if (p99 > this.config.readyLagP99CapMs) return "event_loop_lag";
+    return null;
+  }
+
   get ready(): boolean {
-    return this.readyFlag && !this.shuttingDown;
+    return this.notReadyReason() === null;
   }
 
   private publicHttpUrl(): string {
@@ -122,11 +130,19 @@ export class Pod {
       registerAdminRoutes(scoped, this);
       scoped.get("/livez", async (_req, reply) => reply.type("text/plain").send("ok"));
       scoped.get("/readyz", async (_req, reply) => {
-        const ready = this.ready;
-        return reply.code(ready ? 200 : 503).send({ ready, podId: this.config.podId, draining: this.shuttingDown });
+        const reason = this.notReadyReason();
+        return reply.code(reason ? 503 : 200).send({ ready: !reason, reason, podId: this.config.podId, lagP99Ms: this.ctx.metrics.lag().recentP99Ms });
       });
       scoped.get("/health", async () => this.ctx.metrics.health());
       scoped.get("/metrics", async (_req, reply) => reply.type(this.ctx.metrics.contentType).send(await this.ctx.metrics.metricsText()));
+      // Probes and metrics are GET only: other methods get a clear 405 with Allow.
+      for (const url of ["/livez", "/readyz", "/health", "/metrics"]) {
+        scoped.route({
+          method: ["POST", "PUT", "DELETE", "PATCH"],
+          url,
+          handler: async (_req, reply) => reply.code(405).header("allow", "GET, HEAD").send(errorBody("METHOD_NOT_ALLOWED")),
+        });
+      }
     });
     return app;
   }

@@ -23,6 +23,16 @@ export interface PodMetricsOptions {
   now?: () => number;
   /** Called when a lag sample exceeds 100 ms, at most once per 30 s. */
   onLagWarning?: (lagMs: number) => void;
+  /**
+   * Samples in the short window that readiness uses (default 15: 30 s at 2 s). The seed's 5-minute
+   * window is too slow for a probe that must recover by itself.
+   */
+  recentWindow?: number;
+  /**
+   * false = keep only the plain counters behind /health and the lag sampler, skip every
+   * prom-client update and default metric (benchmarks measure instrumentation cost with it).
+   */
+  enabled?: boolean;
 }
 
 export interface LagState {
@@ -32,6 +42,8 @@ export interface LagState {
   samples: number;
   /** Event loop utilization (0..1) over the last sampling interval. */
   elu: number;
+  /** p99 over the short recent window (readiness). */
+  recentP99Ms: number;
 }
 
 export const LAG_WARNING_THRESHOLD_MS = 100;
@@ -65,6 +77,7 @@ function statusClass(code: number): HttpStatusClass | undefined {
 export class PodMetrics {
   readonly registry: Registry;
   readonly podId: string;
+  private readonly on: boolean;
 
   private readonly now: () => number;
   private readonly injectedClock: boolean;
@@ -89,6 +102,7 @@ export class PodMetrics {
 
   // --- lag state ---
   private readonly window: RollingWindow;
+  private readonly recent: RollingWindow;
   private lagCurrent = 0;
   private eluCurrent = 0;
   private lastLagWarningAt = -Infinity;
@@ -105,12 +119,14 @@ export class PodMetrics {
   constructor(opts: PodMetricsOptions) {
     if (!opts.podId) throw new TypeError("PodMetrics: podId is required");
     this.podId = opts.podId;
+    this.on = opts.enabled ?? true;
     this.injectedClock = opts.now !== undefined;
     this.now = opts.now ?? Date.now;
     this.createdAt = this.now();
     this.intervalMs = opts.lagSampleIntervalMs ?? DEFAULT_LAG_SAMPLE_INTERVAL_MS;
     if (!(this.intervalMs > 0)) throw new RangeError("PodMetrics: lagSampleIntervalMs must be > 0");
     this.window = new RollingWindow(opts.lagWindow ?? DEFAULT_LAG_WINDOW);
+    this.recent = new RollingWindow(opts.recentWindow ?? 15);
     this.onLagWarning = opts.onLagWarning;
 
     this.registry = new Registry();
@@ -119,7 +135,7 @@ export class PodMetrics {
       region: opts.region ?? "unknown",
       version: opts.version ?? "unknown",
     });
-    if (opts.collectDefaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+    if (this.on && (opts.collectDefaultMetrics ?? true)) collectDefaultMetrics({ register: this.registry });
     this.m = this.createMetrics();
   }
 
@@ -258,7 +274,8 @@ export class PodMetrics {
     if (!Number.isFinite(ms) || ms < 0) throw new RangeError(`lag sample must be a finite number >= 0, got ${ms}`);
     this.lagCurrent = ms;
     this.window.push(ms);
-    this.m.delay.observe(ms / 1000);
+    this.recent.push(ms);
+    if (this.on) this.m.delay.observe(ms / 1000);
     if (ms > LAG_WARNING_THRESHOLD_MS && this.onLagWarning) {
       const now = this.now();
       if (now - this.lastLagWarningAt >= LAG_WARNING_COOLDOWN_MS) {
@@ -279,122 +296,123 @@ export class PodMetrics {
       p99Ms: this.window.p99,
       samples: this.window.size,
       elu: this.eluCurrent,
+      recentP99Ms: this.recent.p99,
     };
   }
 
   // ======================= seed counters =======================
 
   wsClientIn(n = 1): void {
-    this.m.wsClientIn.inc(n);
+    if (this.on) this.m.wsClientIn.inc(n);
     this.wsClientMessagesIn += n;
   }
   wsClientOut(n = 1): void {
-    this.m.wsClientOut.inc(n);
+    if (this.on) this.m.wsClientOut.inc(n);
     this.wsClientMessagesOut += n;
   }
   wsMiniappIn(n = 1): void {
-    this.m.wsMiniappIn.inc(n);
+    if (this.on) this.m.wsMiniappIn.inc(n);
     this.wsMiniappMessagesIn += n;
   }
   wsMiniappOut(n = 1): void {
-    this.m.wsMiniappOut.inc(n);
+    if (this.on) this.m.wsMiniappOut.inc(n);
     this.wsMiniappMessagesOut += n;
   }
 
   httpRequest(statusCode: number): void {
     const status = statusClass(statusCode);
     if (!status) return;
-    this.m.http.inc({ status });
+    if (this.on) this.m.http.inc({ status });
     this.httpRequests[status]++;
   }
 
   udpReceived(): void {
-    this.m.udpReceived.inc();
+    if (this.on) this.m.udpReceived.inc();
     this.udpReceivedCount++;
   }
   udpPing(): void {
-    this.m.udpPings.inc();
+    if (this.on) this.m.udpPings.inc();
     this.udpPings++;
   }
   udpDecrypted(): void {
-    this.m.udpDecrypted.inc();
+    if (this.on) this.m.udpDecrypted.inc();
     this.udpDecryptedCount++;
   }
   udpDecryptFailed(): void {
-    this.m.udpDecryptFailed.inc();
+    if (this.on) this.m.udpDecryptFailed.inc();
     this.udpDecryptionFailures++;
   }
   /** Seed counter (unlabelled, unchanged series) plus the by-reason breakdown. */
   udpDropped(reason: string): void {
-    this.m.udpDropped.inc();
-    this.m.udpDroppedByReason.inc({ reason });
+    if (this.on) this.m.udpDropped.inc();
+    if (this.on) this.m.udpDroppedByReason.inc({ reason });
     this.udpDroppedCount++;
   }
 
   // ======================= gauges (kept current, never scanned) =======================
 
   userSessionsInc(): void {
-    this.m.userSessions.inc();
+    if (this.on) this.m.userSessions.inc();
     this.userSessions++;
   }
   userSessionsDec(): void {
-    this.m.userSessions.dec();
+    if (this.on) this.m.userSessions.dec();
     this.userSessions--;
   }
   miniappSessionsInc(): void {
-    this.m.miniappSessions.inc();
+    if (this.on) this.m.miniappSessions.inc();
     this.miniappSessions++;
   }
   miniappSessionsDec(): void {
-    this.m.miniappSessions.dec();
+    if (this.on) this.m.miniappSessions.dec();
     this.miniappSessions--;
   }
   udpRegisteredInc(): void {
-    this.m.udpRegistered.inc();
+    if (this.on) this.m.udpRegistered.inc();
     this.udpRegistered++;
   }
   udpRegisteredDec(): void {
-    this.m.udpRegistered.dec();
+    if (this.on) this.m.udpRegistered.dec();
     this.udpRegistered--;
   }
 
   // ======================= fleet extras =======================
 
   sessionCreated(): void {
-    this.m.sessionCreations.inc();
+    if (this.on) this.m.sessionCreations.inc();
   }
   sessionDisposed(reason: string): void {
-    this.m.sessionDisposals.inc({ reason });
+    if (this.on) this.m.sessionDisposals.inc({ reason });
   }
   phoneSocketClosed(code: number): void {
-    this.m.phoneSocketCloses.inc({ code: String(code) });
+    if (this.on) this.m.phoneSocketCloses.inc({ code: String(code) });
   }
   phoneReconnect(): void {
-    this.m.phoneReconnects.inc();
+    if (this.on) this.m.phoneReconnects.inc();
   }
   webhook(kind: WebhookKind, result: string): void {
-    this.m.webhooks.inc({ kind, result });
+    if (this.on) this.m.webhooks.inc({ kind, result });
   }
   appStateTransition(from: string, to: string): void {
-    this.m.appStateTransitions.inc({ from, to });
+    if (this.on) this.m.appStateTransitions.inc({ from, to });
   }
   transcriptionError(provider: string): void {
-    this.m.transcriptionErrors.inc({ provider });
+    if (this.on) this.m.transcriptionErrors.inc({ provider });
   }
   wrongPodArrival(traffic: WrongPodTraffic): void {
-    this.m.wrongPodArrivals.inc({ traffic });
+    if (this.on) this.m.wrongPodArrivals.inc({ traffic });
   }
   unhandledRejection(): void {
-    this.m.unhandledRejections.inc();
+    if (this.on) this.m.unhandledRejections.inc();
   }
   uncaughtException(): void {
-    this.m.uncaughtExceptions.inc();
+    if (this.on) this.m.uncaughtExceptions.inc();
   }
   logLineDropped(n = 1): void {
-    this.m.logLinesDropped.inc(n);
+    if (this.on) this.m.logLinesDropped.inc(n);
   }
   droppedMessage(channel: string, reason: string): void {
-    this.m.droppedMessages.inc({ channel, reason });
+    if (this.on) this.m.droppedMessages.inc({ channel, reason });
   }
 
   // ======================= output =======================

@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { EmbeddedDirectory, hashApiKey } from "@mentra-cluster/directory";
 import { mintUserToken } from "@mentra-cluster/protocol";
 import { loadConfig } from "../config.ts";
-import { createPod } from "../server.ts";
+import { runPod } from "../main.ts";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../../../..");
 const config = loadConfig({ POD_ID: "pod-0", ...process.env });
@@ -26,8 +26,8 @@ const directory = process.env.DIRECTORY_SEED
       },
     });
 
-const pod = createPod(config, { directory });
-const addrs = await pod.start();
+const { pod, shutdown: stopPod } = await runPod(config, { directory });
+const addrs = pod.addresses;
 
 const child = spawn(process.execPath, [resolve(root, "apps/loadtest-app/src/app.mjs")], {
   cwd: process.env.TMPDIR ?? "/tmp",
@@ -54,13 +54,6 @@ process.stdout.write(
   ].join("\n") + "\n",
 );
 
-let stopping = false;
-const shutdown = async () => {
-  if (stopping) return;
-  stopping = true;
-  child.kill("SIGTERM");
-  await pod.stop();
-  process.exit(0);
-};
-process.on("SIGINT", shutdown);
-process.on("SIGTERM", shutdown);
+// The demo app stops with the pod.
+for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => child.kill("SIGTERM"));
+void stopPod;

@@ -1,0 +1,58 @@
+/**
+ * The pod process: configuration from the environment, the embedded directory (DIRECTORY_SEED),
+ * JSON logs through a bounded sink, process-level fault counters, and SIGTERM/SIGINT handling.
+ */
+import pino from "pino";
+import { EmbeddedDirectory, type Directory } from "@mentra-cluster/directory";
+import { PodMetrics } from "@mentra-cluster/metrics";
+import { loadConfig, type PodConfig } from "./config.ts";
+import { createPod, type Pod, type PodDeps } from "./server.ts";
+import { BoundedLogSink } from "./util/logSink.ts";
+
+export interface RunningPod {
+  pod: Pod;
+  shutdown(code?: number): Promise<void>;
+}
+
+export async function runPod(config: PodConfig = loadConfig(), deps: PodDeps & { directory?: Directory } = {}): Promise<RunningPod> {
+  const sink = new BoundedLogSink();
+  const log = pino({ level: config.logLevel, base: { podId: config.podId }, redact: ["apiKey", "token", "authorization"] }, sink);
+  const metrics = new PodMetrics({
+    podId: config.podId,
+    region: config.region,
+    version: config.version,
+    lagSampleIntervalMs: config.lagSampleIntervalMs,
+    enabled: config.metricsEnabled,
+    onLagWarning: (lagMs) => log.warn({ lagMs }, "event loop lag above 100 ms"),
+  });
+  sink.onDrop = (n) => metrics.logLineDropped(n);
+  const directory = deps.directory ?? (config.directorySeed ? EmbeddedDirectory.fromFile(config.directorySeed) : new EmbeddedDirectory());
+  const pod = createPod(config, { ...deps, logger: log, metrics, directory });
+
+  // Errors we cause are bugs: counted and logged, and the process keeps serving other users.
+  process.on("unhandledRejection", (reason) => {
+    metrics.unhandledRejection();
+    log.error({ err: reason instanceof Error ? reason.message : String(reason) }, "unhandled rejection");
+  });
+  process.on("uncaughtException", (err) => {
+    metrics.uncaughtException();
+    log.error({ err: err.message, stack: err.stack }, "uncaught exception");
+  });
+
+  await pod.start();
+  let stopping: Promise<void> | null = null;
+  const shutdown = (code = 0) =>
+    (stopping ??= (async () => {
+      log.info("shutting down");
+      await pod.stop();
+      await new Promise((r) => setTimeout(r, 50));
+      process.exit(code);
+    })());
+  process.on("SIGTERM", () => void shutdown(0));
+  process.on("SIGINT", () => void shutdown(0));
+  return { pod, shutdown };
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  await runPod();
+}
