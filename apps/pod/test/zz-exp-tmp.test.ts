@@ -1,0 +1,22 @@
+import { test } from "node:test";
+import { AppSim } from "@mentra-cluster/phone-sim";
+import { appSeed, startTestPod, sleep, eventually } from "../../../test/helpers/pod.ts";
+test("exp", async () => {
+  const errs: unknown[] = [];
+  process.on("uncaughtException", (e) => errs.push(e));
+  const app = await new AppSim({ packageName: "com.x", apiKey: "k" }).start();
+  const tp = await startTestPod({ seed: appSeed("com.x", app.publicUrl, "k", ["u@x.io"]) });
+  const phone = tp.phone("u@x.io");
+  await phone.connect();
+  console.log((await phone.startApp("com.x")).status);
+  const deep = JSON.parse("[".repeat(6000) + "]".repeat(6000));
+  phone.send({ type: "glasses_connection_state", status: "CONNECTED", wifi: { connected: true, ssid: deep } });
+  await sleep(300);
+  console.log("after phone wifi: uncaught", errs.length, String(errs[0]).slice(0, 120));
+  const s = [...app.sessions.values()][0]!;
+  s.ws.send(JSON.stringify({ type: "display_event", packageName: "com.x", view: "main", layout: { layoutType: "text_wall", text: deep }, sessionId: "" }));
+  await sleep(2000);
+  console.log("after app display: uncaught", errs.length, errs.map(e => String(e).slice(0, 80)));
+  console.log("livez", (await fetch(tp.httpUrl + "/livez")).status);
+  await tp.close(); await app.stop();
+});
