@@ -24,6 +24,17 @@ export interface PodConfig {
   metricsEnabled: boolean;
   /** Readiness goes false while the recent lag p99 is above this. */
   readyLagP99CapMs: number;
+  /** Cluster mode: the pod registers itself and checks ownership in Redis (or an injected registry). */
+  redisUrl: string | null;
+  redisPrefix: string;
+  /** Key shared with the gateway for route tickets. */
+  routeTicketKey: string;
+  /** e.g. https://cloud.example.com/p/{podId}; PUBLIC_URL wins when set. */
+  publicUrlTemplate: string | null;
+  /** Placement caps advertised in the registry. */
+  maxSessions: number;
+  placementLagP99CapMs: number;
+  eluCap: number;
 }
 
 export const DEV_JWT_SECRET = "dev-only-secret";
@@ -32,6 +43,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): PodConfig {
   const nodeEnv = env.NODE_ENV ?? "development";
   const jwtSecret = env.JWT_SECRET ?? env.AUGMENTOS_AUTH_JWT_SECRET ?? (nodeEnv === "production" ? "" : DEV_JWT_SECRET);
   if (!jwtSecret) throw new Error("JWT_SECRET (or AUGMENTOS_AUTH_JWT_SECRET) must be set in production");
+  if (env.REDIS_URL && nodeEnv === "production" && !env.ROUTE_TICKET_KEY) throw new Error("ROUTE_TICKET_KEY must be set in production");
   const num = (v: string | undefined, d: number) => {
     if (v === undefined || v === "") return d;
     const n = Number(v);
@@ -56,5 +68,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): PodConfig {
     lagSampleIntervalMs: Number(env.LAG_SAMPLE_INTERVAL_MS ?? 2000) || 2000,
     metricsEnabled: env.METRICS_ENABLED !== "false",
     readyLagP99CapMs: Number(env.READY_LAG_P99_CAP_MS ?? 200) || 200,
+    redisUrl: env.REDIS_URL || null,
+    redisPrefix: env.REDIS_PREFIX ?? "mentra:",
+    routeTicketKey: env.ROUTE_TICKET_KEY ?? (nodeEnv === "production" ? "" : "dev-only-ticket-key"),
+    publicUrlTemplate: env.PUBLIC_URL_TEMPLATE ?? null,
+    maxSessions: Number(env.MAX_SESSIONS ?? 1000) || 1000,
+    placementLagP99CapMs: Number(env.PLACEMENT_LAG_P99_CAP_MS ?? 100) || 100,
+    eluCap: Number(env.ELU_CAP ?? 0.9) || 0.9,
   };
 }

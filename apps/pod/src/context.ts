@@ -5,6 +5,7 @@ import type { PodMetrics } from "@mentra-cluster/metrics";
 import type { Clock } from "./util/clock.ts";
 import type { TranscriptionProvider } from "./transcription/provider.ts";
 import type { UdpAudioServer } from "./udp/UdpAudioServer.ts";
+import type { ClusterAgent } from "./cluster/agent.ts";
 
 export interface PodTimings {
   phonePingMs: number;
@@ -18,6 +19,8 @@ export interface PodTimings {
   displayThrottleMs: number;
   bootWindowMs: number;
   appInitTimeoutMs: number;
+  /** How long a pod that lost a user keeps app sockets open for the SDK's hand-off. */
+  handoffWaitMs: number;
 }
 
 export const DEFAULT_TIMINGS: PodTimings = {
@@ -32,6 +35,7 @@ export const DEFAULT_TIMINGS: PodTimings = {
   displayThrottleMs: 300,
   bootWindowMs: 1500,
   appInitTimeoutMs: 5000,
+  handoffWaitMs: 15_000,
 };
 
 export interface PodContext {
@@ -48,6 +52,8 @@ export interface PodContext {
   appWsUrl(): string;
   /** This pod's advertised UDP endpoint, sent in connection_ack. */
   udpEndpoint(): { host: string; port: number } | null;
+  /** Cluster membership (registry, ownership); null for a standalone pod. */
+  cluster: ClusterAgent | null;
   /** Outbound HTTP for webhooks (injectable for tests). */
   fetch: typeof fetch;
 }

@@ -8,6 +8,7 @@ import { PodMetrics } from "@mentra-cluster/metrics";
 import { loadConfig, type PodConfig } from "./config.ts";
 import { createPod, type Pod, type PodDeps } from "./server.ts";
 import { BoundedLogSink } from "./util/logSink.ts";
+import { RedisAssignmentStore, RedisPodRegistry } from "@mentra-cluster/registry";
 
 export interface RunningPod {
   pod: Pod;
@@ -27,7 +28,16 @@ export async function runPod(config: PodConfig = loadConfig(), deps: PodDeps & {
   });
   sink.onDrop = (n) => metrics.logLineDropped(n);
   const directory = deps.directory ?? (config.directorySeed ? EmbeddedDirectory.fromFile(config.directorySeed) : new EmbeddedDirectory());
-  const pod = createPod(config, { ...deps, logger: log, metrics, directory });
+  // REDIS_URL: join the cluster through Redis (registry + assignments) unless one was injected.
+  const cluster =
+    deps.cluster ??
+    (config.redisUrl
+      ? {
+          registry: new RedisPodRegistry({ url: config.redisUrl, prefix: config.redisPrefix }),
+          assignments: new RedisAssignmentStore({ url: config.redisUrl, prefix: config.redisPrefix }),
+        }
+      : undefined);
+  const pod = createPod(config, { ...deps, logger: log, metrics, directory, cluster });
 
   // Errors we cause are bugs: counted and logged, and the process keeps serving other users.
   process.on("unhandledRejection", (reason) => {

@@ -21,6 +21,7 @@ import { UdpAudioServer } from "./udp/UdpAudioServer.ts";
 import { realClock, type Clock } from "./util/clock.ts";
 import { registerAppWs } from "./ws/appWs.ts";
 import { registerGlassesWs } from "./ws/glassesWs.ts";
+import { ClusterAgent, endpointsFor, type ClusterDeps } from "./cluster/agent.ts";
 
 /** Largest WebSocket frame accepted on either channel; larger frames close the socket with 1009. */
 export const MAX_WS_FRAME_BYTES = 1024 * 1024;
@@ -33,6 +34,10 @@ export interface PodDeps {
   timings?: Partial<PodTimings>;
   fetch?: typeof fetch;
   metrics?: PodMetrics;
+  /** Registry and assignment store: the pod joins a cluster. */
+  cluster?: ClusterDeps;
+  /** Heartbeat interval for the registry (tests shorten it). */
+  heartbeatMs?: number;
 }
 
 export interface PodAddresses {
@@ -52,6 +57,7 @@ export class Pod {
   shuttingDown = false;
   private addrs: PodAddresses | null = null;
   private readyFlag = false;
+  private reconcileTimer: NodeJS.Timeout | null = null;
 
   constructor(readonly config: PodConfig, deps: PodDeps = {}) {
     const log =
@@ -71,6 +77,7 @@ export class Pod {
       udp: this.udp,
       timings,
       fetch: deps.fetch ?? fetch,
+      cluster: null,
       appWsUrl: () => {
         const base = this.publicHttpUrl();
         return `${base.replace(/^http/, "ws")}/app-ws`;
@@ -78,7 +85,56 @@ export class Pod {
       udpEndpoint: () => (this.addrs && config.udpAdvertiseHost ? { host: config.udpAdvertiseHost, port: this.addrs.udpPort } : null),
     };
     this.sessions = new SessionStore(this.ctx);
+    if (deps.cluster) {
+      this.ctx.cluster = new ClusterAgent({
+        ...deps.cluster,
+        podId: config.podId,
+        ticketKey: config.routeTicketKey,
+        log,
+        heartbeatMs: deps.heartbeatMs,
+        describe: () => this.describe(),
+        onLost: (a) => {
+          const s = this.sessions.get(a.userId);
+          if (s && !s.disposed) {
+            this.ctx.log.info({ userId: a.userId, newOwner: a.podId }, "user moved to another pod: letting go");
+            s.relinquish();
+          }
+        },
+      });
+    }
     this.app = this.buildApp();
+  }
+
+  /** This pod's registry record (everything but state and timestamps). */
+  private describe() {
+    const lag = this.ctx.metrics.lag();
+    const a = this.addrs!;
+    return {
+      podId: this.config.podId,
+      endpoints: endpointsFor(this.publicHttpUrl(), a.udpHost, a.udpPort, a.httpUrl),
+      sessions: this.sessions.size,
+      lagP99Ms: lag.recentP99Ms,
+      elu: lag.elu,
+      capacity: { maxSessions: this.config.maxSessions, lagP99CapMs: this.config.placementLagP99CapMs, eluCap: this.config.eluCap },
+      startedAt: this.startedAt,
+      version: this.config.version,
+    };
+  }
+  private startedAt = Date.now();
+
+  /** Users whose owner-change message was missed (Redis blip) are found by a periodic check. */
+  private async reconcile(): Promise<void> {
+    const c = this.ctx.cluster;
+    if (!c) return;
+    const users = [...this.sessions.values()].filter((s) => !s.disposed).map((s) => s.userId);
+    for (let i = 0; i < users.length; i += 500) {
+      const batch = users.slice(i, i + 500);
+      const owners = await c.owners(batch);
+      if (!owners) return;
+      owners.forEach((a, j) => {
+        if (a && a.podId !== this.config.podId) this.sessions.get(batch[j]!)?.relinquish();
+      });
+    }
   }
 
   get metrics(): PodMetrics {
@@ -105,12 +161,20 @@ export class Pod {
 
   private publicHttpUrl(): string {
     if (this.config.publicUrl) return this.config.publicUrl;
+    if (this.config.publicUrlTemplate) return this.config.publicUrlTemplate.replace("{podId}", this.config.podId).replace(/\/+$/, "");
     if (!this.addrs) throw new Error("pod not started");
     return this.addrs.httpUrl;
   }
 
   private buildApp(): FastifyInstance {
-    const app = Fastify({ loggerInstance: this.ctx.log as unknown as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 256 * 1024, return503OnClosing: false });
+    // Same-origin path routing: /p/<podId>/… reaches this pod unchanged through the ingress.
+    const prefix = `/p/${this.config.podId}`;
+    const app = Fastify({
+      rewriteUrl: (req) => {
+        const url = req.url ?? "/";
+        return url === prefix || url.startsWith(`${prefix}/`) || url.startsWith(`${prefix}?`) ? url.slice(prefix.length) || "/" : url;
+      },
+      loggerInstance: this.ctx.log as unknown as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 256 * 1024, return503OnClosing: false });
     void app.register(websocket, { options: { maxPayload: MAX_WS_FRAME_BYTES } });
     app.addHook("onResponse", async (_req, reply) => {
       this.ctx.metrics.httpRequest(reply.statusCode);
@@ -157,25 +221,62 @@ export class Pod {
     this.addrs = { httpUrl, wsUrl: `ws://${host}:${port}/glasses-ws`, appWsUrl: "", udpHost: this.config.udpAdvertiseHost ?? udp.address, udpPort: udp.port, port };
     this.addrs.appWsUrl = this.ctx.appWsUrl();
     this.ctx.metrics.start();
+    if (this.ctx.cluster) await this.ctx.cluster.start();
     await this.ctx.directory.ready();
     this.readyFlag = true;
+    if (this.ctx.cluster) {
+      this.ctx.cluster.setState("ready");
+      void this.ctx.cluster.beat();
+      const loop = () => {
+        this.reconcileTimer = setTimeout(() => void this.reconcile().finally(() => this.reconcileTimer && loop()), 10_000);
+        this.reconcileTimer.unref();
+      };
+      loop();
+    }
     this.ctx.log.info({ httpUrl, udpPort: udp.port, appWsUrl: this.addrs.appWsUrl }, "pod listening");
     return this.addrs;
+  }
+
+  /** Dies without goodbyes: sockets terminated, record left to expire, assignments kept. */
+  async crash(): Promise<void> {
+    this.shuttingDown = true;
+    if (this.reconcileTimer) clearTimeout(this.reconcileTimer);
+    this.reconcileTimer = null;
+    this.ctx.cluster?.halt();
+    const wss = (this.app as unknown as { websocketServer?: { clients: Set<{ terminate(): void }> } }).websocketServer;
+    for (const c of wss?.clients ?? []) c.terminate();
+    this.sessions.disposeAll("crash");
+    this.ctx.metrics.stop();
+    this.app.server.closeAllConnections();
+    await this.app.close();
+    await this.udp.stop();
   }
 
   /** Stops the pod: every phone and app gets close 1001 "Server shutting down" (override of @fastify/websocket's code-less close). */
   async stop(): Promise<void> {
     if (this.shuttingDown && !this.app.server.listening) return;
     this.shuttingDown = true;
+    if (this.reconcileTimer) clearTimeout(this.reconcileTimer);
+    this.reconcileTimer = null;
+    if (this.ctx.cluster) {
+      this.ctx.cluster.setState("draining");
+      await this.ctx.cluster.beat();
+    }
     for (const s of [...this.sessions.values()]) {
       for (const a of s.apps.apps.values()) safeClose(a.ws, CloseCode.GOING_AWAY, CloseReason.SERVER_SHUTTING_DOWN);
       safeClose(s.ws, CloseCode.GOING_AWAY, CloseReason.SERVER_SHUTTING_DOWN);
     }
     this.sessions.disposeAll("shutdown");
     this.ctx.metrics.stop();
+    await this.ctx.cluster?.stop();
     await this.app.close();
     await this.udp.stop();
   }
+}
+
+/** For tests and the local cluster: die like a SIGKILLed process (no close frames, no registry goodbye). */
+export async function crashPod(pod: Pod): Promise<void> {
+  await pod.crash();
 }
 
 export function createPod(config: PodConfig, deps: PodDeps = {}): Pod {

@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { existsSync } from "node:fs";
 import { mintUserToken, type DisplayEvent, type Layout, type MicrophoneStateChange } from "@mentra-cluster/protocol";
-import { PhoneSim, UpgradeRefusedError } from "./index.ts";
+import { gatewayResolver, PhoneSim, UpgradeRefusedError } from "./index.ts";
 
 const DEMO_EMAIL = "demo@mentra.glass";
 const DEFAULT_WAV = resolve(dirname(fileURLToPath(import.meta.url)), "../../../../shared/data/audio/short-test-16khz.wav");
@@ -25,6 +25,7 @@ function options() {
   const { values } = parseArgs({
     options: {
       url: { type: "string" },
+      gateway: { type: "string" },
       token: { type: "string" },
       app: { type: "string" },
       wav: { type: "string" },
@@ -33,14 +34,17 @@ function options() {
     strict: true,
   });
   if (values.help) {
-    console.log("usage: npm run demo -- [--url http://127.0.0.1:7002] [--token <coreToken>] [--app <pkg>] [--wav <file>]");
+    console.log("usage: npm run demo -- [--gateway http://127.0.0.1:7000 | --url <pod http base>] [--token <coreToken>] [--app <pkg>] [--wav <file>]");
     process.exit(0);
   }
-  const url = (values.url ?? process.env.POD_URL ?? "http://127.0.0.1:7002").replace(/\/+$/, "");
+  // Through the gateway by default (the local cluster of `npm start`); --url talks to one pod directly.
+  const direct = values.url ?? process.env.POD_URL;
+  const gateway = direct ? null : (values.gateway ?? process.env.MENTRA_GATEWAY ?? "http://127.0.0.1:7000").replace(/\/+$/, "");
+  const url = (direct ?? gateway!).replace(/\/+$/, "");
   const token = values.token ?? process.env.CORE_TOKEN ?? mintUserToken(DEMO_EMAIL, process.env.JWT_SECRET ?? "dev-only-secret");
   const app = values.app ?? process.env.DEMO_APP ?? "com.mentra.demo.transcribe";
   const wav = resolve(values.wav ?? process.env.DEMO_WAV ?? DEFAULT_WAV);
-  return { url, token, app, wav };
+  return { url, gateway, token, app, wav };
 }
 
 /** The UDP header needs the user id; read the (unverified) email claim of the token. */
@@ -83,10 +87,16 @@ function unreachable(url: string, err: unknown): DemoError {
 }
 
 async function main(): Promise<void> {
-  const { url, token, app, wav } = options();
+  const { url, gateway, token, app, wav } = options();
   if (!existsSync(wav)) throw new DemoError(`WAV file not found: ${wav}`);
   const userId = userIdFromToken(token);
-  const phone = new PhoneSim({ wsUrl: wsUrlFor(url), restBase: url, token, userId });
+  const phone = new PhoneSim({
+    wsUrl: wsUrlFor(url),
+    restBase: url,
+    token,
+    userId,
+    ...(gateway ? { resolveEndpoint: gatewayResolver(gateway, token) } : {}),
+  });
   const startedAt = Date.now();
   let textDisplays = 0;
 

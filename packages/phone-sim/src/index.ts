@@ -21,3 +21,4 @@ export {
 export { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from "./backoff.ts";
 export { pcmChunker } from "./pcmChunker.ts";
 export { AppSim, type AppSimOptions, type AppSimSession } from "./appSim.ts";
+export { route, gatewayResolver, RouteError, type RouteAnswer } from "./gateway.ts";

@@ -16,12 +16,18 @@ export function registerClientRoutes(app: FastifyInstance, pod: Pod): void {
     void fail(reply, res.reason === "missing" ? "NO_TOKEN" : res.reason === "no_user_id" ? "NO_USER_ID" : "INVALID_TOKEN");
     return null;
   };
-  const withSession = (req: FastifyRequest, reply: FastifyReply): UserSession | null => {
+  const withSession = async (req: FastifyRequest, reply: FastifyReply): Promise<UserSession | null> => {
     const userId = auth(req, reply);
     if (!userId) return null;
     const s = pod.sessions.get(userId);
     if (!s || s.disposed) {
       pod.ctx.metrics.wrongPodArrival("rest");
+      // C6: never 401 for a valid token. The owner is elsewhere: redirect there (same path).
+      const owner = pod.ctx.cluster ? await pod.ctx.cluster.ownerElsewhere(userId) : null;
+      if (owner) {
+        void reply.code(307).header("location", `${owner.endpoints.httpUrl}${req.url.replace(/^\/p\/[^/]+/, "")}`).send();
+        return null;
+      }
       void reply.code(503).header("retry-after", "1").send({ ...errorBody("NO_ACTIVE_SESSION"), error: "no_active_session", podId: pod.config.podId });
       return null;
     }
@@ -29,14 +35,14 @@ export function registerClientRoutes(app: FastifyInstance, pod: Pod): void {
   };
 
   const start = async (req: FastifyRequest<{ Params: { pkg: string } }>, reply: FastifyReply) => {
-    const s = withSession(req, reply);
+    const s = await withSession(req, reply);
     if (!s) return reply;
     const r = await s.apps.startApp(req.params.pkg);
     if (r.success) return { success: true, data: { status: "started", isRunning: true, packageName: req.params.pkg } };
     return reply.code(PodError[r.code].status).send({ ...errorBody(r.code, r.message), stage: r.code, data: { isRunning: false } });
   };
   const stop = async (req: FastifyRequest<{ Params: { pkg: string } }>, reply: FastifyReply) => {
-    const s = withSession(req, reply);
+    const s = await withSession(req, reply);
     if (!s) return reply;
     await s.apps.stopApp(req.params.pkg);
     return { success: true, data: { status: "stopped", isRunning: false, packageName: req.params.pkg } };
@@ -47,7 +53,7 @@ export function registerClientRoutes(app: FastifyInstance, pod: Pod): void {
   }
 
   app.get("/api/client/apps", async (req, reply) => {
-    const s = withSession(req, reply);
+    const s = await withSession(req, reply);
     if (!s) return reply;
     const user = await pod.ctx.directory.getOrCreateUser(s.userId);
     const pkgs = new Set([...user.installedApps, ...s.apps.apps.keys()]);
@@ -67,7 +73,7 @@ export function registerClientRoutes(app: FastifyInstance, pod: Pod): void {
   });
 
   app.post("/api/client/audio/configure", async (req, reply) => {
-    const s = withSession(req, reply);
+    const s = await withSession(req, reply);
     if (!s) return reply;
     const body = req.body as { format?: unknown; lc3Config?: unknown } | undefined;
     if (!body || typeof body !== "object" || (body.format !== "pcm" && body.format !== "lc3")) {
@@ -81,7 +87,7 @@ export function registerClientRoutes(app: FastifyInstance, pod: Pod): void {
   });
 
   app.post("/api/client/device/state", async (req, reply) => {
-    const s = withSession(req, reply);
+    const s = await withSession(req, reply);
     if (!s) return reply;
     const body = req.body;
     if (!body || typeof body !== "object" || Array.isArray(body)) return fail(reply, "INVALID_REQUEST", "body must be a JSON object");

@@ -342,14 +342,20 @@ export class AppManager {
    * "User session ended" (the SDK's terminal stop). Running-app intent is kept, so the apps start
    * again when the user comes back. Apps that handed off to another cloud were already removed.
    */
-  disposeAll(): void {
+  disposeAll(opts: { handoff?: boolean } = {}): void {
     if (this.disposed) return;
     this.disposed = true;
     for (const a of this.apps.values()) {
       this.ctx.clock.clearTimeout(a.graceTimer);
       this.ctx.clock.clearTimeout(a.connectTimer);
       a.graceTimer = a.connectTimer = null;
-      if (a.ws) {
+      if (a.ws && opts.handoff) {
+        // The user now belongs to another pod, whose webhook makes the SDK release this socket
+        // ("switching clouds"). Send nothing that could end the app session; if the SDK has not
+        // released it in time, close with 1008, which stops SDK retries without calling onStop.
+        const ws = a.ws;
+        this.ctx.clock.setTimeout(() => safeClose(ws, CloseCode.POLICY_VIOLATION, "Session moved to another pod"), this.ctx.timings.handoffWaitMs);
+      } else if (a.ws) {
         sendJson(a.ws, { type: "app_stopped", reason: "system_stop", message: CloseReason.USER_SESSION_ENDED, timestamp: nowIso(this.ctx.clock.now()) });
         safeClose(a.ws, CloseCode.NORMAL, CloseReason.USER_SESSION_ENDED);
       }

@@ -37,6 +37,7 @@ export class SessionStore {
     this.sessions.delete(s.userId);
     this.ctx.metrics.userSessionsDec();
     this.ctx.metrics.sessionDisposed(reason);
+    if (reason !== "lost_ownership") this.ctx.cluster?.release(s.userId, s.epoch);
     this.ctx.log.info({ userId: s.userId, reason }, "user session disposed");
   }
 

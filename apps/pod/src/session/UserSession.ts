@@ -60,6 +60,8 @@ export class UserSession implements UdpTarget {
   audioBytesIn = 0;
   transcriptsOut = 0;
   reconnects = 0;
+  /** Assignment epoch under which this pod holds the user (cluster mode). */
+  epoch: number | null = null;
 
   constructor(
     private readonly ctx: PodContext,
@@ -381,8 +383,19 @@ export class UserSession implements UdpTarget {
     };
   }
 
+  /**
+   * Another pod owns this user now: send the phone back through the gateway and let go, without
+   * touching the new owner's app sessions or the user's running-app intent.
+   */
+  relinquish(): void {
+    if (this.disposed) return;
+    this.sendToPhone({ type: "connection_error", code: "MOVED", message: "This user is served by another pod; reconnect through the gateway", timestamp: nowIso(this.ctx.clock.now()) });
+    safeClose(this.ws, CloseCode.RECONNECT_VIA_GATEWAY, "Reconnect via gateway");
+    this.dispose("lost_ownership", { handoff: true });
+  }
+
   /** Idempotent. Safe against late async work: every callback checks `disposed`. */
-  dispose(reason: string): void {
+  dispose(reason: string, opts: { handoff?: boolean } = {}): void {
     if (this.disposed) return;
     this.disposed = true;
     this.ctx.clock.clearInterval(this.pingTimer);
@@ -395,10 +408,10 @@ export class UserSession implements UdpTarget {
     this.reorder.flush();
     for (const s of this.streams.values()) s.close();
     this.streams.clear();
-    this.apps.disposeAll();
+    this.apps.disposeAll(opts);
     this.display.dispose();
     this.mic.dispose();
-    if (this.ws) safeClose(this.ws, CloseCode.NORMAL, "User session ended");
+    if (this.ws) safeClose(this.ws, opts.handoff ? CloseCode.RECONNECT_VIA_GATEWAY : CloseCode.NORMAL, opts.handoff ? "Reconnect via gateway" : "User session ended");
     this.ws = null;
     this.onDisposed(this, reason);
   }

@@ -39,7 +39,10 @@ export function registerAppWs(app: FastifyInstance, pod: Pod): void {
       const appSession = session?.apps.get(packageName);
       const record = appSession?.app ?? (await ctx.directory.getApp(packageName));
       if (!record || !verifyApiKey(apiKey, record.hashedApiKey)) return refuse("INVALID_API_KEY", "Invalid API key");
-      if (!session || session.disposed) return refuse("SESSION_NOT_FOUND", "No user session for this app session on this pod");
+      if (!session || session.disposed) {
+        ctx.metrics.wrongPodArrival("app_ws");
+        return refuse("SESSION_NOT_FOUND", "No user session for this app session on this pod");
+      }
       if (socket.readyState !== 1) return;
       const accepted = session.apps.acceptInit(packageName, socket);
       if (accepted === "APP_NOT_STARTED") return refuse("APP_NOT_STARTED", "App was not started for this user");

@@ -1,12 +1,15 @@
 /** /glasses-ws: the phone channel. The token is checked before the upgrade; bad tokens get 401 JSON. */
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import type { WebSocket, RawData } from "ws";
-import { extractToken, nowIso, verifyCoreToken } from "@mentra-cluster/protocol";
+import { CloseCode, extractToken, nowIso, verifyCoreToken } from "@mentra-cluster/protocol";
 import type { Pod } from "../server.ts";
 
 declare module "fastify" {
   interface FastifyRequest {
     mentraUserId?: string;
+    /** Set when the cluster refused this phone: the socket is opened only to be closed with 4001. */
+    mentraRefusal?: string;
+    mentraEpoch?: number | null;
   }
 }
 
@@ -27,14 +30,31 @@ export function registerGlassesWs(app: FastifyInstance, pod: Pod): void {
         const res = verifyCoreToken(extractToken(req.headers.authorization, q.token), pod.config.jwtSecret);
         if (!res.ok) return reply.code(401).send(tokenError(res.reason));
         req.mentraUserId = res.userId;
+        if (pod.ctx.cluster) {
+          const ticket = typeof q.ticket === "string" ? q.ticket : (req.headers["x-route-ticket"] as string | undefined);
+          const existing = pod.sessions.get(res.userId);
+          const adm = await pod.ctx.cluster.admit(res.userId, ticket, !!existing && !existing.disposed);
+          if (adm.ok) req.mentraEpoch = adm.epoch;
+          else req.mentraRefusal = adm.reason;
+        }
       },
     },
     (socket: WebSocket, req: FastifyRequest) => {
       const userId = req.mentraUserId!;
+      if (req.mentraRefusal) {
+        // Wrong pod, stale or bad ticket: send the phone back through the gateway.
+        ctx.metrics.wrongPodArrival("phone_ws");
+        ctx.metrics.droppedMessage("phone", `route_${req.mentraRefusal}`);
+        ctx.log.info({ userId, reason: req.mentraRefusal }, "phone refused: reconnect via gateway");
+        socket.send(JSON.stringify({ type: "connection_error", code: "RECONNECT_VIA_GATEWAY", reason: req.mentraRefusal, message: "Connect through the gateway to reach your pod", timestamp: nowIso(ctx.clock.now()) }));
+        socket.close(CloseCode.RECONNECT_VIA_GATEWAY, `Reconnect via gateway: ${req.mentraRefusal}`);
+        return;
+      }
       const q = req.query as Record<string, unknown>;
       const udpEncryption = q.udpEncryption === "true" || q.udpEncryption === "1";
       const openedAt = ctx.clock.now();
       const { session, reconnection } = pod.sessions.createOrReconnect(socket, userId, { udpEncryption });
+      if (req.mentraEpoch !== undefined && req.mentraEpoch !== null) session.epoch = req.mentraEpoch;
 
       socket.on("message", (data: RawData, isBinary: boolean) => {
         ctx.metrics.wsClientIn();

@@ -1,0 +1,18 @@
+/** The gateway process. A separate gateway needs REDIS_URL (the registry it shares with the pods). */
+import { RedisAssignmentStore, RedisPodRegistry } from "@mentra-cluster/registry";
+import { loadGatewayConfig } from "./config.ts";
+import { Gateway } from "./server.ts";
+
+const config = loadGatewayConfig();
+if (!config.redisUrl) {
+  console.error("gateway: REDIS_URL is required for a separate gateway process (use `npm start` for a one-process local cluster)");
+  process.exit(2);
+}
+const gw = new Gateway(config, {
+  registry: new RedisPodRegistry({ url: config.redisUrl, prefix: config.redisPrefix }),
+  assignments: new RedisAssignmentStore({ url: config.redisUrl, prefix: config.redisPrefix }),
+});
+await gw.start();
+const stop = () => void gw.stop().then(() => process.exit(0));
+process.on("SIGTERM", stop);
+process.on("SIGINT", stop);
