@@ -378,7 +378,7 @@ describe("DisplayManager", () => {
     assert.equal(clock.pendingTimers, 0);
   });
 
-  test("canDisplay() false during a boot window, app displayed: a stale boot card is not shown after the window", { todo: "DisplayManager.pump keeps the unsent boot card when the app has a pending display" }, () => {
+  test("canDisplay() false during a boot window, app displayed: a stale boot card is not shown after the window", () => {
     const clock = new ManualClock();
     const sink = displaySink(clock);
     sink.ok = false;
@@ -394,7 +394,7 @@ describe("DisplayManager", () => {
     assert.deepEqual(texts, ["A:a1"]);
   });
 
-  test("boot window: a dashboard-only display from the booting app still lets the boot card clear", { todo: "DisplayManager.pump checks latest.has(pkg), which dashboard views also set" }, () => {
+  test("boot window: a dashboard-only display from the booting app still lets the boot card clear", () => {
     const clock = new ManualClock();
     const sink = displaySink(clock);
     const dm = new DisplayManager(clock, sink, 300, 1500);

@@ -204,7 +204,11 @@ export function userIdFromAppSessionId(sessionId: string, packageName: string): 
   return sessionId.slice(0, -suffix.length).toLowerCase();
 }
 
-/** Normalises an app's subscription string: bare `transcription` means `transcription:en-US`. */
+/**
+ * The stream string of a subscription (`"x"` or `{stream:"x",rate}`), or null if it has none. The string is
+ * kept exactly as the app sent it (data_stream.streamType must echo it); bare `transcription` is read as
+ * en-US by transcriptionLanguage(), not rewritten here.
+ */
 export function normaliseStream(sub: Subscription): string | null {
   const s = typeof sub === "string" ? sub : sub && typeof sub === "object" && typeof sub.stream === "string" ? sub.stream : null;
   if (s === null) return null;

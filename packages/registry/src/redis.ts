@@ -16,7 +16,8 @@ export interface RedisStoreOptions {
 export function redisClient(opts: RedisStoreOptions, extra: RedisOptions = {}): Redis {
   return new Redis(opts.url, {
     lazyConnect: false,
-    enableOfflineQueue: false,
+    // Queue only while (re)connecting: maxRetriesPerRequest and commandTimeout make calls fail fast when Redis is away.
+    enableOfflineQueue: true,
     maxRetriesPerRequest: 1,
     commandTimeout: opts.commandTimeoutMs ?? 1000,
     retryStrategy: (n) => Math.min(1000, 50 * n),

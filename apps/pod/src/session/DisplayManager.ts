@@ -52,6 +52,7 @@ export class DisplayManager {
     this.latest.set(ev.packageName, ev);
     if (ev.view === "dashboard") {
       if (this.sink.canDisplay()) this.sink.sendDisplay(ev);
+      else this.pending.set(`dashboard:${ev.packageName}`, ev); // held, sent when glasses connect
       return;
     }
     this.enqueue(ev);
@@ -86,8 +87,9 @@ export class DisplayManager {
     for (const [pkg, until] of this.bootUntil) {
       if (until > now) continue;
       this.bootUntil.delete(pkg);
-      if (!this.pending.has(pkg) && this.pending.has(SYSTEM_DASHBOARD)) this.pending.delete(SYSTEM_DASHBOARD);
-      else if (!this.pending.has(pkg) && !this.latest.has(pkg)) {
+      // A boot card never shown is stale now: drop it; otherwise clear it unless the app shows something.
+      if (this.pending.get(SYSTEM_DASHBOARD)?.layout.layoutType === "reference_card") this.pending.delete(SYSTEM_DASHBOARD);
+      else if (!this.pending.has(pkg) && this.latest.get(pkg)?.view !== "main") {
         this.pending.set(SYSTEM_DASHBOARD, {
           type: "display_event",
           packageName: SYSTEM_DASHBOARD,

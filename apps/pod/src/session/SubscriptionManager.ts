@@ -39,15 +39,21 @@ export class SubscriptionManager {
   }
 
   transcriptionLanguages(): string[] {
-    return [...this.transcription.keys()];
+    const langs = [...this.transcription.keys()];
+    if (this.wildcard.length > 0 && !langs.includes("en-US")) langs.push("en-US");
+    return langs;
   }
 
   transcriptionTargets(lang: string): [pkg: string, sub: string][] {
-    return this.transcription.get(lang) ?? [];
+    const exact = this.transcription.get(lang) ?? [];
+    if (this.wildcard.length === 0) return exact;
+    return [...exact, ...this.wildcard.filter((p) => !exact.some(([e]) => e === p)).map((p): [string, string] => [p, `transcription:${lang}`])];
   }
 
   audioChunkApps(): [pkg: string, sub: string][] {
-    return this.byStream.get("audio_chunk") ?? [];
+    const exact = this.byStream.get("audio_chunk") ?? [];
+    if (this.wildcard.length === 0) return exact;
+    return [...exact, ...this.wildcard.filter((p) => !exact.some(([e]) => e === p)).map((p): [string, string] => [p, "audio_chunk"])];
   }
 
   /** True while any app holds a subscription that needs the microphone. */

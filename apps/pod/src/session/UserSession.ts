@@ -180,7 +180,10 @@ export class UserSession implements UdpTarget {
         if (status !== "CONNECTED" && status !== "RECONNECTED" && status !== "DISCONNECTED") return "invalid_field";
         this.device.isGlassesConnected = status !== "DISCONNECTED";
         if (typeof msg.modelName === "string") this.device.modelName = msg.modelName;
-        if (msg.wifi && typeof msg.wifi === "object") this.device.wifi = msg.wifi as DeviceState["wifi"];
+        if (msg.wifi && typeof msg.wifi === "object") {
+          const w = msg.wifi as Record<string, unknown>;
+          this.device.wifi = { connected: w.connected === true, ...(typeof w.ssid === "string" ? { ssid: w.ssid.slice(0, 64) } : {}) };
+        }
         this.relay("glasses_connection_state", msg);
         this.pushDeviceState();
         if (this.device.isGlassesConnected) this.display.flush();
@@ -261,7 +264,7 @@ export class UserSession implements UdpTarget {
       return "udp_hash_collision";
     }
     // A (re)registration starts a new packet stream: the phone's sequence may restart at 0.
-    for (const chunk of this.reorder.flush()) this.handleAudio(chunk);
+    for (const chunk of this.reorder.flush()) this.handleAudio(chunk, "udp");
     this.udpHash = hash;
     return null;
   }
@@ -270,7 +273,7 @@ export class UserSession implements UdpTarget {
     if (this.udpHash === null) return;
     this.ctx.udp.unregister(this.udpHash, this);
     this.udpHash = null;
-    for (const chunk of this.reorder.flush()) this.handleAudio(chunk);
+    for (const chunk of this.reorder.flush()) this.handleAudio(chunk, "udp");
   }
 
   onUdpPing(): void {
@@ -278,20 +281,29 @@ export class UserSession implements UdpTarget {
   }
 
   onUdpAudio(pcm: Buffer): void {
-    this.handleAudio(pcm);
+    this.handleAudio(pcm, "udp");
   }
 
   // ---------- audio and transcription ----------
 
-  /** PCM s16le 16 kHz from UDP or the WebSocket fallback. */
-  handleAudio(chunk: Buffer): void {
+  /**
+   * PCM s16le 16 kHz from UDP or the WebSocket fallback. A datagram is self-contained: an odd
+   * trailing byte is dropped (and counted) rather than carried, so one bad packet cannot shift every
+   * later sample. WebSocket frames of a stream may split a sample and keep one carry byte.
+   */
+  handleAudio(chunk: Buffer, via: "udp" | "ws" = "ws"): void {
     if (this.disposed || chunk.length === 0) return;
     let pcm = chunk;
-    if (this.pcmCarry) {
+    if (via === "udp") {
+      if (pcm.length & 1) {
+        this.ctx.metrics.droppedMessage("udp", "odd_length_byte");
+        pcm = pcm.subarray(0, pcm.length - 1);
+      }
+    } else if (this.pcmCarry) {
       pcm = Buffer.concat([this.pcmCarry, chunk]);
       this.pcmCarry = null;
     }
-    if (pcm.length & 1) {
+    if (via === "ws" && pcm.length & 1) {
       this.pcmCarry = Buffer.from(pcm.subarray(pcm.length - 1));
       pcm = pcm.subarray(0, pcm.length - 1);
     }

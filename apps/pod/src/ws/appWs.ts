@@ -9,7 +9,7 @@ import { verifyApiKey } from "@mentra-cluster/directory";
 import type { Pod } from "../server.ts";
 import type { AppSession } from "../session/AppManager.ts";
 import type { UserSession } from "../session/UserSession.ts";
-import { safeClose } from "../session/send.ts";
+import { jsonDepth, MAX_JSON_DEPTH, safeClose } from "../session/send.ts";
 
 export function registerAppWs(app: FastifyInstance, pod: Pod): void {
   const { ctx } = pod;
@@ -71,6 +71,7 @@ export function registerAppWs(app: FastifyInstance, pod: Pod): void {
       try {
         const parsed = JSON.parse(data.toString());
         if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) throw new Error("not an object");
+        if (jsonDepth(parsed) > MAX_JSON_DEPTH) throw new Error("too deep");
         msg = parsed;
       } catch {
         ctx.metrics.droppedMessage("app", "malformed_json");
@@ -132,7 +133,12 @@ export function registerAppWs(app: FastifyInstance, pod: Pod): void {
         else ctx.metrics.droppedMessage("app", "queue_full_during_init");
         return;
       }
-      handle(data, isBinary);
+      try {
+        handle(data, isBinary);
+      } catch (err) {
+        ctx.metrics.droppedMessage("app", "handler_error");
+        ctx.log.error({ err: (err as Error).message }, "app message handler failed");
+      }
     });
     socket.on("close", (code: number) => {
       ctx.clock.clearTimeout(initTimer);

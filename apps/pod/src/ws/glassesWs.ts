@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyRequest } from "fastify";
 import type { WebSocket, RawData } from "ws";
 import { CloseCode, extractToken, nowIso, verifyCoreToken } from "@mentra-cluster/protocol";
 import type { Pod } from "../server.ts";
+import { jsonDepth, MAX_JSON_DEPTH } from "../session/send.ts";
 
 declare module "fastify" {
   interface FastifyRequest {
@@ -61,7 +62,7 @@ export function registerGlassesWs(app: FastifyInstance, pod: Pod): void {
         if (session.disposed || session.ws !== socket) return void ctx.metrics.droppedMessage("phone", "stale_socket");
         if (isBinary) {
           const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data as ArrayBuffer);
-          session.handleAudio(buf);
+          session.handleAudio(buf, "ws");
           return;
         }
         let msg: unknown;
@@ -73,8 +74,15 @@ export function registerGlassesWs(app: FastifyInstance, pod: Pod): void {
           return;
         }
         if (!msg || typeof msg !== "object" || Array.isArray(msg)) return void ctx.metrics.droppedMessage("phone", "not_an_object");
-        const drop = session.handlePhoneMessage(msg as Record<string, unknown>);
-        if (drop) ctx.metrics.droppedMessage("phone", drop);
+        if (jsonDepth(msg) > MAX_JSON_DEPTH) return void ctx.metrics.droppedMessage("phone", "too_deep");
+        try {
+          const drop = session.handlePhoneMessage(msg as Record<string, unknown>);
+          if (drop) ctx.metrics.droppedMessage("phone", drop);
+        } catch (err) {
+          // A bug of ours, not the client's: counted and logged, the socket stays up.
+          ctx.metrics.droppedMessage("phone", "handler_error");
+          ctx.log.error({ userId, err: (err as Error).message }, "phone message handler failed");
+        }
       });
       socket.on("close", (code: number) => {
         ctx.metrics.phoneSocketClosed(code);
