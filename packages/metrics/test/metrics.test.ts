@@ -389,9 +389,9 @@ describe("PodMetrics counters and gauges", () => {
 describe("PodMetrics event loop lag", () => {
   it("recordLagSample drives current, rolling avg, nearest-rank p99 and the histogram", async () => {
     const m = pod({ lagWindow: 4 });
-    assert.deepEqual(m.lag(), { currentMs: 0, avgMs: 0, p99Ms: 0, samples: 0, elu: 0 });
+    assert.deepEqual(m.lag(), { currentMs: 0, avgMs: 0, p99Ms: 0, samples: 0, elu: 0, recentP99Ms: 0 });
     for (const ms of [2, 4, 6]) m.recordLagSample(ms);
-    assert.deepEqual(m.lag(), { currentMs: 6, avgMs: 4, p99Ms: 6, samples: 3, elu: 0 });
+    assert.deepEqual(m.lag(), { currentMs: 6, avgMs: 4, p99Ms: 6, samples: 3, elu: 0, recentP99Ms: 6 });
     m.recordLagSample(250);
     m.recordLagSample(8); // window of 4 drops the 2
     const lag = m.lag();
