@@ -93,6 +93,7 @@ export class Pod {
         log,
         heartbeatMs: deps.heartbeatMs,
         describe: () => this.describe(),
+        onRecovered: () => void this.reconcile(),
         onLost: (a) => {
           const s = this.sessions.get(a.userId);
           if (s && !s.disposed) {
@@ -131,9 +132,18 @@ export class Pod {
       const batch = users.slice(i, i + 500);
       const owners = await c.owners(batch);
       if (!owners) return;
-      owners.forEach((a, j) => {
-        if (a && a.podId !== this.config.podId) this.sessions.get(batch[j]!)?.relinquish();
-      });
+      for (let j = 0; j < owners.length; j++) {
+        const a = owners[j];
+        const s = this.sessions.get(batch[j]!);
+        if (!s || s.disposed) continue;
+        if (a && a.podId !== this.config.podId) s.relinquish();
+        else if (!a) {
+          // The store lost the assignment (restarted empty): this pod still holds the user.
+          const r = await c.reclaim(s.userId);
+          if (r?.won) s.epoch = r.epoch;
+          else if (r && r.owner && r.owner !== this.config.podId) s.relinquish();
+        }
+      }
     }
   }
 

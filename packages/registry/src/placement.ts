@@ -145,7 +145,11 @@ export class Router {
         this.remember(current);
         return { ok: true, pod: owner, assignment: current, placed: false, source: "store" };
       }
-      const pick = pickPod(this.snapshot(), this.o.random);
+      // No assignment but we routed this user before (Redis restarted empty): prefer the pod that
+      // most likely still holds the session, so the user does not get a second owner.
+      const known = current === null ? this.cache.get(userId) : undefined;
+      const knownPod = known && this.pods.get(known.podId);
+      const pick = knownPod && keeps(knownPod) ? knownPod : pickPod(this.snapshot(), this.o.random);
       if (!pick) return { ok: false, code: "no_capacity", retryAfterS: 5 };
       let res: { won: boolean; assignment: Assignment | null };
       try {

@@ -24,6 +24,8 @@ export interface AgentOptions extends ClusterDeps {
   /** A user this pod holds now belongs to another pod. */
   onLost(a: Assignment): void;
   onControl?(c: PodControl): void;
+  /** The registry answered again after failing (e.g. Redis came back): re-assert what we hold. */
+  onRecovered?(): void;
   storeTimeoutMs?: number;
   random?: () => number;
 }
@@ -47,6 +49,7 @@ export class ClusterAgent {
   private unsubscribe: (() => void) | null = null;
   private stopped = false;
   lastHeartbeatOk = 0;
+  private failing = false;
   readonly heartbeatMs: number;
   readonly ttlMs: number;
 
@@ -83,12 +86,16 @@ export class ClusterAgent {
       await timeout(this.o.registry.heartbeat(rec, this.ttlMs), t);
       const [control, pods] = await Promise.all([timeout(this.o.registry.getControl(this.o.podId), t), timeout(this.o.registry.list(), t)]);
       this.pods = new Map(pods.map((p) => [p.podId, p]));
+      const recovered = this.failing;
+      this.failing = false;
       this.lastHeartbeatOk = Date.now();
+      if (recovered) this.o.onRecovered?.();
       const changed = JSON.stringify(control) !== JSON.stringify(this.control);
       this.control = control;
       if (changed) this.o.onControl?.(control);
     } catch (err) {
-      this.o.log.warn({ err: (err as Error).message }, "registry heartbeat failed");
+      if (!this.failing) this.o.log.warn({ err: (err as Error).message }, "registry heartbeat failed");
+      this.failing = true;
     }
   }
 
@@ -150,6 +157,17 @@ export class ClusterAgent {
       return await timeout(this.o.assignments.getMany(userIds), this.o.storeTimeoutMs ?? 1000);
     } catch {
       return null;
+    }
+  }
+
+  /** Claims a user that has no assignment at all (store restarted empty) for this pod. */
+  async reclaim(userId: string): Promise<{ won: true; epoch: number } | { won: false; owner: string | null } | null> {
+    try {
+      const r = await timeout(this.o.assignments.claim(userId, this.o.podId, null), this.o.storeTimeoutMs ?? 1000);
+      if (r.won && r.assignment) return { won: true, epoch: r.assignment.epoch };
+      return { won: false, owner: r.assignment?.podId ?? null };
+    } catch {
+      return null; // store away: try again next round
     }
   }
 

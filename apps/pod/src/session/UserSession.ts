@@ -108,6 +108,12 @@ export class UserSession implements UdpTarget {
     this.udpKey = opts.udpEncryption ? generateUdpKey() : null;
     this.ctx.clock.clearInterval(this.pingTimer);
     this.pingTimer = this.ctx.clock.setInterval(() => this.sendToPhone({ type: "ping" }), this.ctx.timings.phonePingMs);
+    // The user's own hash is registered at connect: UDP PINGs often overtake the udp_register
+    // message (they skip the WebSocket path), and must not be dropped as unknown.
+    if (this.udpHash === null) {
+      const own = fnv1a32(this.userId);
+      if (this.ctx.udp.register(own, this) === "ok") this.udpHash = own;
+    }
     if (isReconnect) {
       this.reconnects++;
       this.ctx.metrics.phoneReconnect();
