@@ -71,9 +71,22 @@ export class Gateway {
     };
   }
 
+  /** Verified core tokens (they carry no expiry); bounded, oldest evicted first. */
+  private readonly verified = new Map<string, string>();
+
   private userFrom(authorization: string | undefined, query: unknown): { ok: true; userId: string } | { ok: false; status: number; body: object } {
-    const res = verifyCoreToken(extractToken(authorization, query), this.config.jwtSecret);
-    if (res.ok) return { ok: true, userId: res.userId };
+    const token = extractToken(authorization, query);
+    const known = token ? this.verified.get(token) : undefined;
+    if (known) return { ok: true, userId: known };
+    const res = verifyCoreToken(token, this.config.jwtSecret);
+    if (res.ok) {
+      // Tokens with an exp claim are re-verified every time.
+      if (token && res.claims.exp === undefined) {
+        this.verified.set(token, res.userId);
+        if (this.verified.size > 100_000) this.verified.delete(this.verified.keys().next().value as string);
+      }
+      return { ok: true, userId: res.userId };
+    }
     const error = res.reason === "missing" ? "no_token" : res.reason === "no_user_id" ? "no_user_id" : "invalid_token";
     return { ok: false, status: 401, body: { success: false, error, message: error === "no_token" ? "No core token provided" : "Invalid core token" } };
   }

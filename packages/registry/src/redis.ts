@@ -21,6 +21,8 @@ export function redisClient(opts: RedisStoreOptions, extra: RedisOptions = {}): 
     maxRetriesPerRequest: 1,
     commandTimeout: opts.commandTimeoutMs ?? 1000,
     retryStrategy: (n) => Math.min(1000, 50 * n),
+    // Commands issued in the same tick share one write: the routing path is many small GETs.
+    enableAutoPipelining: true,
     ...extra,
   });
 }
