@@ -96,8 +96,14 @@ export async function startLocalCluster(o: LocalClusterOptions = {}): Promise<Lo
         port: port(o.podBasePort, i),
         udpPort: port(o.udpBasePort, i),
         publicUrlTemplate: `${gatewayUrl}/p/{podId}`,
+        // One process, one event loop shared by every pod: a per-pod lag cap would only measure
+        // the neighbours, so it is loose here (separate processes keep the real cap).
+        placementLagP99CapMs: 1000,
+        readyLagP99CapMs: 2000,
+        eluCap: 1.01,
       };
-      const pod = createPod(config, {
+      const pod: Pod = createPod(config, {
+        onDrained: () => void pod.stop(),
         directory,
         cluster: { registry, assignments },
         heartbeatMs: o.heartbeatMs,

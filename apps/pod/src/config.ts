@@ -35,6 +35,10 @@ export interface PodConfig {
   maxSessions: number;
   placementLagP99CapMs: number;
   eluCap: number;
+  /** New sessions accepted per second (503 + Retry-After above it). */
+  maxNewSessionsPerS: number;
+  /** Drain deadline for SIGTERM and operator drains without one; keep it under the grace period. */
+  drainDeadlineMs: number;
 }
 
 export const DEV_JWT_SECRET = "dev-only-secret";
@@ -75,5 +79,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): PodConfig {
     maxSessions: Number(env.MAX_SESSIONS ?? 1000) || 1000,
     placementLagP99CapMs: Number(env.PLACEMENT_LAG_P99_CAP_MS ?? 100) || 100,
     eluCap: Number(env.ELU_CAP ?? 0.9) || 0.9,
+    maxNewSessionsPerS: Number(env.MAX_NEW_SESSIONS_PER_S ?? 100) || 100,
+    drainDeadlineMs: Number(env.DRAIN_DEADLINE_MS ?? 25_000) || 25_000,
   };
 }

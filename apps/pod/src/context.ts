@@ -52,6 +52,8 @@ export interface PodContext {
   appWsUrl(): string;
   /** This pod's advertised UDP endpoint, sent in connection_ack. */
   udpEndpoint(): { host: string; port: number } | null;
+  /** App sockets of users that moved away, kept open until the SDK hands them over. */
+  handoffSockets: Set<import("ws").WebSocket>;
   /** Cluster membership (registry, ownership); null for a standalone pod. */
   cluster: ClusterAgent | null;
   /** Outbound HTTP for webhooks (injectable for tests). */

@@ -3,7 +3,7 @@
  * JSON logs through a bounded sink, process-level fault counters, and SIGTERM/SIGINT handling.
  */
 import pino from "pino";
-import { EmbeddedDirectory, type Directory } from "@mentra-cluster/directory";
+import { describeDirectoryEnv, directoryFromEnv, type Directory } from "@mentra-cluster/directory";
 import { PodMetrics } from "@mentra-cluster/metrics";
 import { loadConfig, type PodConfig } from "./config.ts";
 import { createPod, type Pod, type PodDeps } from "./server.ts";
@@ -27,7 +27,12 @@ export async function runPod(config: PodConfig = loadConfig(), deps: PodDeps & {
     onLagWarning: (lagMs) => log.warn({ lagMs }, "event loop lag above 100 ms"),
   });
   sink.onDrop = (n) => metrics.logLineDropped(n);
-  const directory = deps.directory ?? (config.directorySeed ? EmbeddedDirectory.fromFile(config.directorySeed) : new EmbeddedDirectory());
+  // MONGODB_URL → MongoDB, else REDIS_URL → Redis, else embedded (DIRECTORY_SEED); always behind the app cache.
+  const dirEnv = { ...process.env, DIRECTORY_SEED: config.directorySeed ?? undefined, REDIS_URL: config.redisUrl ?? undefined, REDIS_PREFIX: config.redisPrefix };
+  const directory =
+    deps.directory ??
+    directoryFromEnv(dirEnv, { onError: (err, what) => log.warn({ err: err instanceof Error ? err.message : String(err), what }, "directory") });
+  log.info(describeDirectoryEnv(dirEnv), "directory");
   // REDIS_URL: join the cluster through Redis (registry + assignments) unless one was injected.
   const cluster =
     deps.cluster ??
@@ -37,7 +42,8 @@ export async function runPod(config: PodConfig = loadConfig(), deps: PodDeps & {
           assignments: new RedisAssignmentStore({ url: config.redisUrl, prefix: config.redisPrefix }),
         }
       : undefined);
-  const pod = createPod(config, { ...deps, logger: log, metrics, directory, cluster });
+  let shutdown: (code?: number) => Promise<void> = async () => undefined;
+  const pod = createPod(config, { ...deps, logger: log, metrics, directory, cluster, onDrained: () => void shutdown(0) });
 
   // Errors we cause are bugs: counted and logged, and the process keeps serving other users.
   process.on("unhandledRejection", (reason) => {
@@ -51,14 +57,27 @@ export async function runPod(config: PodConfig = loadConfig(), deps: PodDeps & {
 
   await pod.start();
   let stopping: Promise<void> | null = null;
-  const shutdown = (code = 0) =>
+  shutdown = (code = 0) =>
     (stopping ??= (async () => {
       log.info("shutting down");
       await pod.stop();
+      if (!deps.directory) await directory.close().catch(() => undefined);
       await new Promise((r) => setTimeout(r, 50));
       process.exit(code);
     })());
-  process.on("SIGTERM", () => void shutdown(0));
+  // SIGTERM drains (cluster mode) before exiting 0; a second SIGTERM shortens the deadline to 2 s.
+  let terms = 0;
+  process.on("SIGTERM", () => {
+    terms++;
+    if (terms > 1 && pod.drainer.active) {
+      log.warn("second SIGTERM: drain deadline shortened");
+      pod.drainer.shorten(2000);
+      return;
+    }
+    if (!pod.ctx.cluster) return void shutdown(0);
+    if (pod.drainer.active) return;
+    void pod.drain({ deadlineMs: config.drainDeadlineMs, reason: "sigterm" }).then(() => shutdown(0));
+  });
   process.on("SIGINT", () => void shutdown(0));
   return { pod, shutdown };
 }

@@ -22,6 +22,8 @@ import { realClock, type Clock } from "./util/clock.ts";
 import { registerAppWs } from "./ws/appWs.ts";
 import { registerGlassesWs } from "./ws/glassesWs.ts";
 import { ClusterAgent, endpointsFor, type ClusterDeps } from "./cluster/agent.ts";
+import { Drainer, type DrainOptions } from "./cluster/drain.ts";
+import type { PodControl } from "@mentra-cluster/registry";
 
 /** Largest WebSocket frame accepted on either channel; larger frames close the socket with 1009. */
 export const MAX_WS_FRAME_BYTES = 1024 * 1024;
@@ -38,6 +40,8 @@ export interface PodDeps {
   cluster?: ClusterDeps;
   /** Heartbeat interval for the registry (tests shorten it). */
   heartbeatMs?: number;
+  /** Called when a drain this pod ran has finished (the process should stop and exit 0). */
+  onDrained?: (result: "empty" | "deadline") => void;
 }
 
 export interface PodAddresses {
@@ -58,6 +62,9 @@ export class Pod {
   private addrs: PodAddresses | null = null;
   private readyFlag = false;
   private reconcileTimer: NodeJS.Timeout | null = null;
+  readonly drainer: Drainer = new Drainer(this);
+  private readonly newSessionBucket: { tokens: number; at: number };
+  private readonly onDrained?: (result: "empty" | "deadline") => void;
 
   constructor(readonly config: PodConfig, deps: PodDeps = {}) {
     const log =
@@ -78,6 +85,7 @@ export class Pod {
       timings,
       fetch: deps.fetch ?? fetch,
       cluster: null,
+      handoffSockets: new Set(),
       appWsUrl: () => {
         const base = this.publicHttpUrl();
         return `${base.replace(/^http/, "ws")}/app-ws`;
@@ -85,6 +93,8 @@ export class Pod {
       udpEndpoint: () => (this.addrs && config.udpAdvertiseHost ? { host: config.udpAdvertiseHost, port: this.addrs.udpPort } : null),
     };
     this.sessions = new SessionStore(this.ctx);
+    this.newSessionBucket = { tokens: config.maxNewSessionsPerS, at: Date.now() };
+    this.onDrained = deps.onDrained;
     if (deps.cluster) {
       this.ctx.cluster = new ClusterAgent({
         ...deps.cluster,
@@ -94,6 +104,7 @@ export class Pod {
         heartbeatMs: deps.heartbeatMs,
         describe: () => this.describe(),
         onRecovered: () => void this.reconcile(),
+        onControl: (c) => this.onControl(c),
         onLost: (a) => {
           const s = this.sessions.get(a.userId);
           if (s && !s.disposed) {
@@ -104,6 +115,59 @@ export class Pod {
       });
     }
     this.app = this.buildApp();
+  }
+
+  /**
+   * Admission control for new sessions (a reconnect storm must not cascade): a token bucket of
+   * maxNewSessionsPerS. Reconnects to an existing session are never limited.
+   */
+  admitNewSession(): boolean {
+    const b = this.newSessionBucket;
+    const now = Date.now();
+    const rate = this.config.maxNewSessionsPerS;
+    b.tokens = Math.min(rate, b.tokens + ((now - b.at) / 1000) * rate);
+    b.at = now;
+    if (b.tokens < 1) return false;
+    b.tokens -= 1;
+    return true;
+  }
+
+  /** Operator control flags changed in the registry. */
+  private onControl(c: PodControl): void {
+    if (!this.readyFlag || this.shuttingDown) return; // flags present at start-up: stay drained, idle
+    if (c.drainRequested && !this.drainer.active) {
+      void this.drain({ deadlineMs: c.drainDeadlineMs ?? this.config.drainDeadlineMs, ratePerS: c.drainRatePerS, reason: "operator" }).then((r) => {
+        if (r !== "cancelled") this.onDrained?.(r);
+      });
+    } else if (!c.drainRequested && this.drainer.active) {
+      this.drainer.cancel();
+    } else if (!c.drainRequested && this.ctx.cluster?.state === "draining" && !this.drainer.active) {
+      this.ctx.cluster.setState("ready");
+      void this.ctx.cluster.beat();
+    }
+  }
+
+  /**
+   * Runs the drain sequence (see cluster/drain.ts), then waits for pending app hand-offs (bounded
+   * by the deadline) and closes what is left with 1008, which stops SDK retries without onStop.
+   */
+  async drain(o: DrainOptions): Promise<"empty" | "deadline" | "cancelled"> {
+    if (this.drainer.active) return "cancelled";
+    this.ctx.metrics.setDrain({ left: () => this.sessions.size, deadline: () => this.drainer.progress?.deadline ?? Date.now() });
+    const r = await this.drainer.run(o);
+    if (r === "cancelled") {
+      this.ctx.metrics.setDrain(null);
+      this.drainer.progress = null;
+      this.ctx.cluster?.setState("ready");
+      void this.ctx.cluster?.beat();
+      this.ctx.log.info("drain cancelled: back in service");
+      return r;
+    }
+    if (r === "deadline") this.ctx.metrics.drainPastDeadline();
+    const deadline = this.drainer.progress!.deadline;
+    while (this.ctx.handoffSockets.size > 0 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 100));
+    for (const ws of this.ctx.handoffSockets) safeClose(ws, CloseCode.POLICY_VIOLATION, "Session moved to another pod");
+    return r;
   }
 
   /** This pod's registry record (everything but state and timestamps). */
@@ -119,6 +183,7 @@ export class Pod {
       capacity: { maxSessions: this.config.maxSessions, lagP99CapMs: this.config.placementLagP99CapMs, eluCap: this.config.eluCap },
       startedAt: this.startedAt,
       version: this.config.version,
+      ...(this.drainer.active && this.drainer.progress ? { drain: { ...this.drainer.progress, sessionsLeft: this.sessions.size } } : {}),
     };
   }
   private startedAt = Date.now();
@@ -158,8 +223,8 @@ export class Pod {
 
   /** Why the pod is not ready, or null when it is. O(1): no session walk, no I/O. */
   notReadyReason(): string | null {
-    if (!this.readyFlag) return "starting";
-    if (this.shuttingDown) return "draining";
+    if (!this.readyFlag) return (this.ctx.directory as { warm?: boolean }).warm === false ? "directory_cache_cold" : "starting";
+    if (this.shuttingDown || this.drainer.active || this.ctx.cluster?.state === "draining") return "draining";
     const p99 = this.ctx.metrics.lag().recentP99Ms;
     if (p99 > this.config.readyLagP99CapMs) return "event_loop_lag";
     return null;
@@ -235,7 +300,8 @@ export class Pod {
     await this.ctx.directory.ready();
     this.readyFlag = true;
     if (this.ctx.cluster) {
-      this.ctx.cluster.setState("ready");
+      // A pod (re)started while an operator's drain flag is set stays drained until undrain.
+      this.ctx.cluster.setState(this.ctx.cluster.control.drainRequested ? "draining" : "ready");
       void this.ctx.cluster.beat();
       const loop = () => {
         this.reconcileTimer = setTimeout(() => void this.reconcile().finally(() => this.reconcileTimer && loop()), 10_000);

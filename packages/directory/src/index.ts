@@ -1,15 +1,25 @@
 /**
- * The directory of users and apps behind one interface. The embedded store is the default for a
- * single pod and for tests; the MongoDB adapter implements the same interface later.
- * Every mutation is a single atomic change on one field (never a whole-document save), so two
- * writers racing on one user cannot lose each other's updates.
+ * The directory of users and apps behind one interface, with three stores:
+ *  - EmbeddedDirectory: in-process (single pod, tests, `npm start`), the default;
+ *  - RedisDirectory: shared by every pod of a multi-process cluster without MongoDB (REDIS_URL);
+ *  - MongoDirectory: production (MONGODB_URL), official `mongodb` driver;
+ * and CachedDirectory, which wraps any of them: apps held in memory (warmed before the pod is
+ * ready, refreshed periodically, invalidated across pods through an AppChangeBus), user calls
+ * passed through. `directoryFromEnv()` builds the configured combination.
+ *
+ * Every mutation is a single atomic change (one field, $set/$addToSet/$pull, SADD/SREM/HSET), never
+ * a read-modify-write of a whole document, so writers racing on one user cannot lose each other's
+ * updates.
  */
-import { createHash, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { copyApp, hashApiKey, normalizeApp, normalizeUserId } from "./util.ts";
+
+export { hashApiKey, verifyApiKey, normalizeUserId, normalizeApp } from "./util.ts";
 
 export type AppType = "standard" | "background" | "system";
 
 export interface UserRecord {
+  /** Lower-cased e-mail address. */
   id: string;
   installedApps: string[];
   /** What the user wants running (intent). A pod that loses a user never removes entries. */
@@ -20,6 +30,7 @@ export interface UserRecord {
 export interface AppRecord {
   packageName: string;
   name: string;
+  /** Base URL of the app server, without a trailing slash; webhooks go to `<publicUrl>/webhook`. */
   publicUrl: string;
   /** SHA-256 hex of the API key; the plain key is never stored. */
   hashedApiKey: string;
@@ -29,42 +40,59 @@ export interface AppRecord {
 
 export interface Directory {
   readonly kind: string;
-  /** Resolves once the store can answer (connections open, indexes built). */
+  /** Resolves once the store can answer (connections open, indexes built; for a cache: warm). */
   ready(): Promise<void>;
   /** Returns the user, creating an empty record on first sight (as the cloud does at login). */
   getOrCreateUser(userId: string): Promise<UserRecord>;
   getApp(packageName: string): Promise<AppRecord | null>;
   listApps(): Promise<AppRecord[]>;
+  /** Creates or replaces an app record (the URL or key of an existing app may change). */
   upsertApp(app: AppRecord): Promise<void>;
+  /** Removes an app record; users' installed/running entries are left alone. */
+  deleteApp(packageName: string): Promise<void>;
   installApp(userId: string, packageName: string): Promise<void>;
+  /** Adds to the running-app intent (idempotent, atomic). */
   addRunningApp(userId: string, packageName: string): Promise<void>;
+  /** Removes from the running-app intent: only for an explicit stop by the user. */
   removeRunningApp(userId: string, packageName: string): Promise<void>;
+  /** Shallow patch of the user's settings: each key is set atomically; other keys are untouched. */
   setUserSettings(userId: string, patch: Record<string, unknown>): Promise<void>;
   close(): Promise<void>;
 }
 
-export function hashApiKey(apiKey: string): string {
-  return createHash("sha256").update(apiKey, "utf8").digest("hex");
+export interface SeedUser {
+  id: string;
+  installedApps?: string[];
+  runningApps?: string[];
+  settings?: Record<string, unknown>;
 }
 
-/** Constant-time comparison of a presented API key against the stored SHA-256 hex hash. */
-export function verifyApiKey(apiKey: unknown, hashedApiKey: string): boolean {
-  if (typeof apiKey !== "string" || apiKey.length === 0) return false;
-  const given = createHash("sha256").update(apiKey, "utf8").digest();
-  const stored = Buffer.from(hashedApiKey, "hex");
-  return stored.length === given.length && timingSafeEqual(given, stored);
-}
+export type SeedApp = Omit<AppRecord, "hashedApiKey" | "permissions" | "type" | "name"> & {
+  name?: string;
+  type?: AppType;
+  permissions?: string[];
+  hashedApiKey?: string;
+  /** Plain key in a seed file is hashed on load and never kept. */
+  apiKey?: string;
+};
 
 export interface SeedFile {
-  users?: { id: string; installedApps?: string[]; runningApps?: string[]; settings?: Record<string, unknown> }[];
-  apps?: (Omit<AppRecord, "hashedApiKey" | "permissions" | "type" | "name"> & {
-    name?: string;
-    type?: AppType;
-    permissions?: string[];
-    hashedApiKey?: string;
-    /** Plain key in a seed file is hashed on load and never kept. */
-    apiKey?: string;
-  })[];
+  users?: SeedUser[];
+  apps?: SeedApp[];
+}
+
+/** A seed file's app entry as a stored record (plain keys hashed). */
+export function seedAppRecord(a: SeedApp): AppRecord {
+  const hashedApiKey = a.hashedApiKey ?? (a.apiKey ? hashApiKey(a.apiKey) : "");
+  if (!hashedApiKey) throw new Error(`seed app ${a.packageName} has neither apiKey nor hashedApiKey`);
+  return normalizeApp({
+    packageName: a.packageName,
+    name: a.name ?? a.packageName,
+    publicUrl: a.publicUrl,
+    hashedApiKey,
+    type: a.type ?? "standard",
+    permissions: a.permissions ?? [],
+  });
 }
 
 export interface EmbeddedDirectoryOptions {
@@ -88,24 +116,16 @@ export class EmbeddedDirectory implements Directory {
   }
 
   static fromFile(path: string, opts: Omit<EmbeddedDirectoryOptions, "seed"> = {}): EmbeddedDirectory {
-    return new EmbeddedDirectory({ ...opts, seed: JSON.parse(readFileSync(path, "utf8")) as SeedFile });
+    return new EmbeddedDirectory({ ...opts, seed: readSeedFile(path) });
   }
 
   load(seed: SeedFile): void {
     for (const a of seed.apps ?? []) {
-      const hashedApiKey = a.hashedApiKey ?? (a.apiKey ? hashApiKey(a.apiKey) : "");
-      if (!hashedApiKey) throw new Error(`seed app ${a.packageName} has neither apiKey nor hashedApiKey`);
-      this.apps.set(a.packageName, {
-        packageName: a.packageName,
-        name: a.name ?? a.packageName,
-        publicUrl: a.publicUrl.replace(/\/+$/, ""),
-        hashedApiKey,
-        type: a.type ?? "standard",
-        permissions: a.permissions ?? [],
-      });
+      const rec = seedAppRecord(a);
+      this.apps.set(rec.packageName, rec);
     }
     for (const u of seed.users ?? []) {
-      const id = u.id.toLowerCase();
+      const id = normalizeUserId(u.id);
       this.users.set(id, {
         id,
         installedApps: [...new Set(u.installedApps ?? [])],
@@ -121,7 +141,7 @@ export class EmbeddedDirectory implements Directory {
   }
 
   private user(userId: string): UserRecord {
-    const id = userId.toLowerCase();
+    const id = normalizeUserId(userId);
     let u = this.users.get(id);
     if (!u) {
       u = { id, installedApps: [], runningApps: [], settings: {} };
@@ -141,17 +161,23 @@ export class EmbeddedDirectory implements Directory {
   async getApp(packageName: string): Promise<AppRecord | null> {
     await this.rt();
     const a = this.apps.get(packageName);
-    return a ? { ...a, permissions: [...a.permissions] } : null;
+    return a ? copyApp(a) : null;
   }
 
   async listApps(): Promise<AppRecord[]> {
     await this.rt();
-    return [...this.apps.values()].map((a) => ({ ...a, permissions: [...a.permissions] }));
+    return [...this.apps.values()].map(copyApp);
   }
 
   async upsertApp(app: AppRecord): Promise<void> {
+    const rec = normalizeApp(app);
     await this.rt();
-    this.apps.set(app.packageName, { ...app, publicUrl: app.publicUrl.replace(/\/+$/, ""), permissions: [...app.permissions] });
+    this.apps.set(rec.packageName, rec);
+  }
+
+  async deleteApp(packageName: string): Promise<void> {
+    await this.rt();
+    this.apps.delete(packageName);
   }
 
   async installApp(userId: string, packageName: string): Promise<void> {
@@ -173,9 +199,30 @@ export class EmbeddedDirectory implements Directory {
   }
 
   async setUserSettings(userId: string, patch: Record<string, unknown>): Promise<void> {
+    const copy = structuredClone(patch);
     await this.rt();
-    Object.assign(this.user(userId).settings, structuredClone(patch));
+    Object.assign(this.user(userId).settings, copy);
   }
 
   async close(): Promise<void> {}
 }
+
+export function readSeedFile(path: string): SeedFile {
+  return JSON.parse(readFileSync(path, "utf8")) as SeedFile;
+}
+
+export { DelayedDirectory, type DelayedDirectoryOptions } from "./delayed.ts";
+export { RedisDirectory, type RedisDirectoryOptions } from "./redis.ts";
+export { MongoDirectory, type MongoDirectoryOptions } from "./mongo.ts";
+export {
+  CachedDirectory,
+  InProcessAppChangeBus,
+  RedisAppChangeBus,
+  type AppChange,
+  type AppChangeBus,
+  type CachedDirectoryOptions,
+  type CacheStats,
+  type RedisAppChangeBusOptions,
+} from "./cached.ts";
+export { directoryFromEnv, describeDirectoryEnv, type DirectoryFromEnvOptions, type DirectoryEnv } from "./env.ts";
+export { seedDirectory, buildSeed, seedUserId, parseAppArg, type SeedSummary, type BuildSeedOptions } from "./seeding.ts";

@@ -207,6 +207,13 @@ export class PodMetrics {
       uncaughtExceptions: counter("mentra_uncaught_exceptions_total", "Uncaught exceptions"),
       logLinesDropped: counter("mentra_log_lines_dropped_total", "Log lines dropped because the log sink was behind"),
       droppedMessages: counter("mentra_dropped_messages_total", "Messages dropped instead of delivered, by channel and reason", ["channel", "reason"]),
+      // ----- cluster: drain and admission -----
+      draining: gauge("mentra_pod_draining", "1 while this pod drains", () => (this.drainState ? 1 : 0)),
+      drainLeft: gauge("mentra_drain_sessions_left", "Sessions still on a draining pod", () => this.drainState?.left() ?? 0),
+      drainDeadline: gauge("mentra_drain_deadline_seconds", "Seconds until the drain deadline (negative once past it)", () => (this.drainState ? (this.drainState.deadline() - Date.now()) / 1000 : 0)),
+      drainMoves: counter("mentra_drain_moves_total", "Users moved off this pod by a drain"),
+      drainsPastDeadline: counter("mentra_drains_past_deadline_total", "Drains that reached their deadline with users left"),
+      newSessionRejections: counter("mentra_new_session_rejections_total", "New sessions refused with 503, by reason", ["reason"]),
     };
 
     // The seed always prints all four status classes; keep those series (and the fixed set of
@@ -411,6 +418,22 @@ export class PodMetrics {
   logLineDropped(n = 1): void {
     if (this.on) this.m.logLinesDropped.inc(n);
   }
+  private drainState: { left(): number; deadline(): number } | null = null;
+
+  /** Reports a drain in progress (gauges read it at scrape); null when none. */
+  setDrain(state: { left(): number; deadline(): number } | null): void {
+    this.drainState = state;
+  }
+  drainMove(): void {
+    if (this.on) this.m.drainMoves.inc();
+  }
+  drainPastDeadline(): void {
+    if (this.on) this.m.drainsPastDeadline.inc();
+  }
+  newSessionRejected(reason: string): void {
+    if (this.on) this.m.newSessionRejections.inc({ reason });
+  }
+
   droppedMessage(channel: string, reason: string): void {
     if (this.on) this.m.droppedMessages.inc({ channel, reason });
   }

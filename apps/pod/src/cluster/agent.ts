@@ -140,6 +140,22 @@ export class ClusterAgent {
     }
   }
 
+  /** Pods in this agent's last registry snapshot. */
+  snapshot(): PodView[] {
+    return [...this.pods.values()];
+  }
+
+  /** Drain: hand a user to `target` if the assignment is still `current`. */
+  async move(userId: string, target: string, current: Assignment): Promise<"won" | "elsewhere" | "error"> {
+    try {
+      const r = await timeout(this.o.assignments.claim(userId, target, current), this.o.storeTimeoutMs ?? 1000);
+      if (r.won) return "won";
+      return r.assignment && r.assignment.podId !== this.o.podId ? "elsewhere" : "error";
+    } catch {
+      return "error";
+    }
+  }
+
   /** The live owner of a user, when it is another pod (for REST redirects). */
   async ownerElsewhere(userId: string): Promise<PodView | null> {
     try {

@@ -354,6 +354,8 @@ export class AppManager {
         // ("switching clouds"). Send nothing that could end the app session; if the SDK has not
         // released it in time, close with 1008, which stops SDK retries without calling onStop.
         const ws = a.ws;
+        this.ctx.handoffSockets.add(ws);
+        ws.once("close", () => this.ctx.handoffSockets.delete(ws));
         this.ctx.clock.setTimeout(() => safeClose(ws, CloseCode.POLICY_VIOLATION, "Session moved to another pod"), this.ctx.timings.handoffWaitMs);
       } else if (a.ws) {
         sendJson(a.ws, { type: "app_stopped", reason: "system_stop", message: CloseReason.USER_SESSION_ENDED, timestamp: nowIso(this.ctx.clock.now()) });

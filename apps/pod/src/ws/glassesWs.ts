@@ -31,6 +31,16 @@ export function registerGlassesWs(app: FastifyInstance, pod: Pod): void {
         const res = verifyCoreToken(extractToken(req.headers.authorization, q.token), pod.config.jwtSecret);
         if (!res.ok) return reply.code(401).send(tokenError(res.reason));
         req.mentraUserId = res.userId;
+        const existing0 = pod.sessions.get(res.userId);
+        const isNew = !existing0 || existing0.disposed;
+        if (isNew && pod.ctx.cluster && (pod.drainer.active || pod.ctx.cluster.state === "draining")) {
+          req.mentraRefusal = "draining";
+          return;
+        }
+        if (isNew && !pod.admitNewSession()) {
+          ctx.metrics.newSessionRejected("rate_limit");
+          return reply.code(503).header("retry-after", "1").send({ type: "connection_error", code: "TOO_MANY_NEW_SESSIONS", message: "This pod is admitting new sessions slowly; retry shortly", timestamp: nowIso() });
+        }
         if (pod.ctx.cluster) {
           const ticket = typeof q.ticket === "string" ? q.ticket : (req.headers["x-route-ticket"] as string | undefined);
           const existing = pod.sessions.get(res.userId);
