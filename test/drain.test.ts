@@ -17,6 +17,7 @@ const ADMIN = "drain-admin";
 let cluster: LocalCluster;
 let apps: AppSim[];
 const phones: PhoneSim[] = [];
+const userOf = new Map<PhoneSim, string>();
 
 before(async () => {
   apps = [await new AppSim({ packageName: "com.test.drain.a", apiKey: "ka" }).start(), await new AppSim({ packageName: "com.test.drain.b", apiKey: "kb" }).start()];
@@ -63,6 +64,7 @@ test("drain a pod holding 50 phones and 100 app sockets: moved, not lost, pod st
     });
     p.on("reconnect_error", (e) => void ((e as { status?: number }).status === 503 && refused.push(503)));
     phones.push(p);
+    userOf.set(p, user);
     const ack = await p.connect();
     assert.equal(ack.podId, victimId);
     for (const a of apps) assert.equal((await p.startApp(a.opts.packageName)).status, 200);
@@ -94,7 +96,7 @@ test("drain a pod holding 50 phones and 100 app sockets: moved, not lost, pod st
   const res = await admin(`/admin/pods/${victimId}/drain`, { deadlineMs: 15_000 });
   assert.equal(res.status, 200);
 
-  await eventually(() => [...phones].every((p) => (acks.get(p.opts.userId)?.length ?? 0) >= 2), 15_000, "every phone reconnected");
+  await eventually(() => [...phones].every((p) => (acks.get(userOf.get(p)!)?.length ?? 0) >= 2), 15_000, "every phone reconnected");
   await eventually(() => !victim.app.server.listening, 20_000, "drained pod stopped");
   watching = false;
   await watcher;
@@ -105,9 +107,9 @@ test("drain a pod holding 50 phones and 100 app sockets: moved, not lost, pod st
   assert.equal(livezBad, 0, "livez stayed 200 while the pod served");
   const moves: number[] = [];
   for (const p of phones) {
-    const seq = acks.get(p.opts.userId)!;
-    assert.ok(seq.slice(1).every((a) => a.podId !== victimId), `${p.opts.userId} never landed back on the draining pod`);
-    moves.push(seq[1]!.at - closesAt.get(p.opts.userId)!);
+    const seq = acks.get(userOf.get(p)!)!;
+    assert.ok(seq.slice(1).every((a) => a.podId !== victimId), `${userOf.get(p)!} never landed back on the draining pod`);
+    moves.push(seq[1]!.at - closesAt.get(userOf.get(p)!)!);
   }
   moves.sort((a, b) => a - b);
   const p95 = moves[Math.ceil(moves.length * 0.95) - 1]!;
@@ -116,9 +118,9 @@ test("drain a pod holding 50 phones and 100 app sockets: moved, not lost, pod st
   // Apps run on the new pods, started there by webhook from the running-app intent.
   await eventually(() => apps.every((a) => a.sessions.size === 50), 8000, "apps back");
   for (const p of phones) {
-    const owner = cluster.pods.find((x) => x.sessions.get(p.opts.userId));
+    const owner = cluster.pods.find((x) => x.sessions.get(userOf.get(p)!));
     assert.ok(owner && owner !== victim);
-    for (const a of apps) assert.equal(owner.sessions.get(p.opts.userId)!.apps.get(a.opts.packageName)?.state, "RUNNING");
+    for (const a of apps) assert.equal(owner.sessions.get(userOf.get(p)!)!.apps.get(a.opts.packageName)?.state, "RUNNING");
   }
   assert.equal(apps.reduce((n, a) => n + a.webhooks.filter((w) => w.type === "stop_request").length, 0), 0, "no stop webhook");
   assert.ok(apps.every((a) => a.ended.every((s) => !s.other.some((m) => m.type === "app_stopped"))), "no app_stopped to any app");
