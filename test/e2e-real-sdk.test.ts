@@ -68,3 +68,28 @@ test("real SDK app: start over REST, speech over UDP, transcripts back as text w
   const intent = await tp.directory.getOrCreateUser(USER);
   assert.deepEqual(intent.runningApps, []);
 });
+
+test("real SDK, C22/C3: five phone blips within the grace period reach the app as nothing at all", async () => {
+  const user = "blippy@example.com";
+  await tp.directory.installApp(user, PKG);
+  let phone = tp.phone(user);
+  await phone.connect();
+  assert.equal((await phone.startApp(PKG)).status, 200);
+  await app.waitForEvent((e) => e.event === "session" && e.userId === user, 5000);
+  const sessionsBefore = app.count("session");
+  const stopsBefore = app.count("stop");
+  const session = tp.pod.sessions.get(user)!;
+  for (let i = 0; i < 5; i++) {
+    phone.destroy(); // no close frame, like a network black-hole
+    await eventually(() => !session.phoneConnected, 3000, "pod noticed the drop");
+    phone = tp.phone(user);
+    await phone.connect();
+  }
+  assert.equal(tp.pod.sessions.get(user), session, "same UserSession throughout");
+  assert.equal(session.apps.get(PKG)?.state, "RUNNING");
+  await eventually(() => session.subscriptions.get(PKG).length > 0, 3000);
+  phone.send({ type: "local_transcription", text: "still here", isFinal: true });
+  await app.waitForEvent((e) => e.event === "transcription" && e.text === "still here", 5000);
+  assert.equal(app.count("session"), sessionsBefore, "no repeated webhook / onSession");
+  assert.equal(app.count("stop"), stopsBefore, "no onStop");
+});
