@@ -4,10 +4,22 @@
  */
 import { afterEach, test } from "node:test";
 import assert from "node:assert/strict";
-import { AppSim } from "@mentra-cluster/phone-sim";
+import { AppSim, PhoneSim } from "@mentra-cluster/phone-sim";
 import { EmbeddedDirectory } from "@mentra-cluster/directory";
 import { ManualClock } from "@mentra-cluster/pod";
 import { appSeed, eventually, sleep, startTestPod, type TestPod } from "../../../test/helpers/pod.ts";
+import v8 from "node:v8";
+import vm from "node:vm";
+
+v8.setFlagsFromString("--expose-gc");
+const gc = vm.runInNewContext("gc") as () => void;
+async function heapAfterGc(): Promise<number> {
+  for (let i = 0; i < 3; i++) {
+    gc();
+    await sleep(20);
+  }
+  return process.memoryUsage().heapUsed;
+}
 
 const PKG = "com.test.lifecycle";
 const KEY = "lifecycle-key";
@@ -136,9 +148,21 @@ test("C5: exactly one session per user; an old session's dispose never removes t
 test("C10: 100 sessions created and disposed leave no timer, UDP registration or app socket behind", async () => {
   const { clock, app, tp } = await setup();
   const baseTimers = clock.pendingTimers;
-  const phones = [];
+  // Warm-up cycle so lazily allocated code and caches are part of the baseline.
+  for (let i = 0; i < 10; i++) {
+    const w = new PhoneSim({ wsUrl: tp.wsUrl, restBase: tp.httpUrl, token: tp.token(`warm${i}@example.com`), userId: `warm${i}@example.com` });
+    await w.connect();
+    await w.registerUdp();
+    if (i < 3) await startApp(tp, app, w, `warm${i}@example.com`);
+    await w.dispose();
+  }
+  await eventually(() => [...tp.pod.sessions.values()].every((s) => !s.phoneConnected), 5000);
+  clock.advance(60_000);
+  const heapBefore = await heapAfterGc();
+  // Phones made here (not through tp.phone) so the test can drop them before measuring the heap.
+  let phones: PhoneSim[] = [];
   for (let i = 0; i < 100; i++) {
-    const p = tp.phone(`leak${i}@example.com`);
+    const p = new PhoneSim({ wsUrl: tp.wsUrl, restBase: tp.httpUrl, token: tp.token(`leak${i}@example.com`), userId: `leak${i}@example.com` });
     await p.connect();
     await p.registerUdp();
     phones.push(p);
@@ -157,6 +181,12 @@ test("C10: 100 sessions created and disposed leave no timer, UDP registration or
   assert.equal(h.sessions.userSessions, 0);
   assert.equal(h.sessions.miniappSessions, 0);
   assert.equal(h.udp.sessions, 0);
+  await Promise.all(phones.map((p) => p.dispose()));
+  phones = [];
+  const heapAfter = await heapAfterGc();
+  const growth = heapAfter - heapBefore;
+  if (process.env.DEBUG_HEAP) console.log(`heap ${heapBefore} -> ${heapAfter}`);
+  assert.ok(growth <= Math.max(heapBefore * 0.1, 3 * 1024 * 1024), `heap back to baseline: ${(heapBefore / 1e6).toFixed(1)} MB → ${(heapAfter / 1e6).toFixed(1)} MB`);
 });
 
 test("C13: directory answers after the session is gone; nothing starts, nothing rejects unhandled", async () => {
