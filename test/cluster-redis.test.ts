@@ -39,6 +39,8 @@ before(async () => {
     ticketKey: TICKET_KEY,
     adminToken: ADMIN,
     logLevel: "warn",
+    // The machine runs the load generator too: placement caps are not what this test is about.
+    podEnv: { PLACEMENT_LAG_P99_CAP_MS: "2000", ELU_CAP: "1.01", READY_LAG_P99_CAP_MS: "5000" },
     seed: { apps: [{ packageName: PKG, name: PKG, publicUrl: app.publicUrl, hashedApiKey: hashApiKey(KEY) }] },
   });
 });

@@ -39,7 +39,7 @@ before(async () => {
     jwtSecret: SECRET,
     adminToken: ADMIN,
     logLevel: "warn",
-    podEnv: { DRAIN_DEADLINE_MS: "25000", MAX_NEW_SESSIONS_PER_S: "200" },
+    podEnv: { PLACEMENT_LAG_P99_CAP_MS: "2000", ELU_CAP: "1.01", READY_LAG_P99_CAP_MS: "5000", DRAIN_DEADLINE_MS: "25000", MAX_NEW_SESSIONS_PER_S: "200" },
     seed: {
       apps: [
         { packageName: PKG, name: PKG, publicUrl: app.publicUrl, hashedApiKey: hashApiKey("lean-key") },

@@ -37,7 +37,7 @@ before(async () => {
     jwtSecret: SECRET,
     adminToken: ADMIN,
     logLevel: "warn",
-    podEnv: { LAG_SAMPLE_INTERVAL_MS: "100", MAX_SESSIONS: "250" },
+    podEnv: { PLACEMENT_LAG_P99_CAP_MS: "2000", ELU_CAP: "1.01", READY_LAG_P99_CAP_MS: "5000", LAG_SAMPLE_INTERVAL_MS: "100", MAX_SESSIONS: "250" },
     seed: {
       apps: [
         { packageName: PKG, name: PKG, publicUrl: app.publicUrl, hashedApiKey: hashApiKey("lean") },

@@ -31,6 +31,11 @@ export interface PodConfig {
   routeTicketKey: string;
   /** e.g. https://cloud.example.com/p/{podId}; PUBLIC_URL wins when set. */
   publicUrlTemplate: string | null;
+  /**
+   * Host other processes (the gateway's /p/<podId>/ proxy) reach this pod at, registered as its
+   * internal URL. Null: HOST, or the first non-internal IPv4 address when bound to 0.0.0.0.
+   */
+  internalHost: string | null;
   /** Placement caps advertised in the registry. */
   maxSessions: number;
   placementLagP99CapMs: number;
@@ -76,6 +81,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): PodConfig {
     redisPrefix: env.REDIS_PREFIX ?? "mentra:",
     routeTicketKey: env.ROUTE_TICKET_KEY ?? (nodeEnv === "production" ? "" : "dev-only-ticket-key"),
     publicUrlTemplate: env.PUBLIC_URL_TEMPLATE ?? null,
+    internalHost: env.INTERNAL_HOST || null,
     maxSessions: Number(env.MAX_SESSIONS ?? 1000) || 1000,
     placementLagP99CapMs: Number(env.PLACEMENT_LAG_P99_CAP_MS ?? 100) || 100,
     eluCap: Number(env.ELU_CAP ?? 0.9) || 0.9,

@@ -24,6 +24,7 @@ import { registerGlassesWs } from "./ws/glassesWs.ts";
 import { ClusterAgent, endpointsFor, type ClusterDeps } from "./cluster/agent.ts";
 import { Drainer, type DrainOptions } from "./cluster/drain.ts";
 import type { PodControl } from "@mentra-cluster/registry";
+import { networkInterfaces } from "node:os";
 
 /** Largest WebSocket frame accepted on either channel; larger frames close the socket with 1009. */
 export const MAX_WS_FRAME_BYTES = 1024 * 1024;
@@ -176,7 +177,7 @@ export class Pod {
     const a = this.addrs!;
     return {
       podId: this.config.podId,
-      endpoints: endpointsFor(this.publicHttpUrl(), a.udpHost, a.udpPort, a.httpUrl),
+      endpoints: endpointsFor(this.publicHttpUrl(), a.udpHost, a.udpPort, this.internalUrl()),
       sessions: this.sessions.size,
       lagP99Ms: lag.recentP99Ms,
       elu: lag.elu,
@@ -232,6 +233,16 @@ export class Pod {
 
   get ready(): boolean {
     return this.notReadyReason() === null;
+  }
+
+  /** Where another process reaches this pod: not 127.0.0.1 when bound to every interface. */
+  private internalUrl(): string {
+    const a = this.addrs!;
+    let host = this.config.internalHost;
+    if (!host && this.config.host === "0.0.0.0") {
+      host = Object.values(networkInterfaces()).flat().find((i) => i && i.family === "IPv4" && !i.internal)?.address ?? null;
+    }
+    return host ? `http://${host}:${a.port}` : a.httpUrl;
   }
 
   private publicHttpUrl(): string {

@@ -1,0 +1,385 @@
+/**
+ * A streaming WebSocket transcription provider, shaped like the production vendors' (Soniox, Azure
+ * streaming): one WebSocket per transcribing user stream, PCM binary frames out, JSON results in.
+ *
+ * Wire protocol (what `apps/loadtest/src/stt-emulator.ts` serves):
+ *   connect   <STT_URL>?language=en-US&sample_rate=16000&encoding=pcm_s16le  (optional bearer key)
+ *   client →  binary frames: PCM s16le mono 16 kHz, as written
+ *   server →  {"type":"result","text","isFinal","utteranceId"?,"speakerId"?,"startMs","endMs"}
+ *             times in ms of audio since the start of *this connection's* audio
+ *             {"type":"error","message","fatal"?}   fatal = the stream cannot go on
+ *
+ * Failure handling:
+ * - A drop or a failed connect is transient: the stream reconnects with exponential backoff and
+ *   jitter, keeping up to maxBufferedMs of audio meanwhile (oldest dropped, counted), and tells
+ *   `onTransientError` (the pod wires it to logs and metrics). Audio times stay continuous across
+ *   connections (each connection's offsets are shifted by the audio that went before).
+ * - `onError` fires once, for what will not heal by retrying: a refused handshake (HTTP 4xx), a
+ *   policy close (1008, 4000–4099), a fatal error message, or maxAttempts failed connects in a row.
+ *   The session then closes the stream (and opens a new one on later audio).
+ * - close() is final: the pending reconnect is cancelled and no connection is opened afterwards
+ *   (failure case C11); a socket that finishes connecting after close() is closed at once and
+ *   nothing rejects (C13: this file holds no promises at all). No callback fires after close().
+ */
+import WebSocket, { type RawData } from "ws";
+import type { TranscriptionData } from "@mentra-cluster/protocol";
+import type { TranscriptionProvider, TranscriptionStream, TranscriptionStreamOptions } from "./provider.ts";
+
+const BYTES_PER_MS = 32; // 16 kHz × 2 bytes
+const CLOSE_WAIT_MS = 2000;
+
+export interface StreamProviderOptions {
+  /** ws:// or wss:// base URL of the STT service (STT_URL). */
+  url: string;
+  /** Sent as `Authorization: Bearer <apiKey>` when set (STT_API_KEY). */
+  apiKey?: string;
+  /** Provider name in results and metrics. Default "stream". */
+  name?: string;
+  /** A connect that has not opened by then is abandoned and retried. Default 5000 ms. */
+  connectTimeoutMs?: number;
+  /** Reconnect backoff: base·2^attempt capped at max, ×(1 ± jitter). Default 250 ms, 5000 ms, 0.2. */
+  backoff?: { baseMs?: number; maxMs?: number; jitter?: number };
+  /** Failed connects in a row before the stream gives up with onError. Default 8. */
+  maxAttempts?: number;
+  /** Audio kept while disconnected; older audio is dropped (and counted). Default 5000 ms. */
+  maxBufferedMs?: number;
+  /** Frames are dropped while the socket's send buffer is above this (a stalled STT). Default 1 MiB. */
+  maxSocketBufferedBytes?: number;
+  /**
+   * Coalesce audio into frames of at least this many ms before sending (0 = one frame per write,
+   * i.e. per 40 ms phone packet). Each frame is a socket write, the pod's main per-user cost on
+   * this path; 80–120 ms frames halve or third it for that much more latency. Default 0.
+   */
+  frameMs?: number;
+  /** Transient failures the stream recovers from by itself. */
+  onTransientError?: (err: Error) => void;
+  /** Randomness for the jitter (inject a seeded one in tests). */
+  random?: () => number;
+}
+
+/** Provider-wide counters (all streams): for tests, metrics and the load test's report. */
+export interface StreamProviderStats {
+  streamsOpen: number;
+  connectAttempts: number;
+  connectsOpened: number;
+  reconnectsScheduled: number;
+  transientErrors: number;
+  fatalErrors: number;
+  resultsIn: number;
+  framesOut: number;
+  bytesOut: number;
+  droppedBytes: number;
+}
+
+export class StreamTranscriptionProvider implements TranscriptionProvider {
+  readonly name: string;
+  readonly stats: StreamProviderStats = {
+    streamsOpen: 0,
+    connectAttempts: 0,
+    connectsOpened: 0,
+    reconnectsScheduled: 0,
+    transientErrors: 0,
+    fatalErrors: 0,
+    resultsIn: 0,
+    framesOut: 0,
+    bytesOut: 0,
+    droppedBytes: 0,
+  };
+
+  constructor(readonly opts: StreamProviderOptions) {
+    if (!/^wss?:\/\//.test(opts.url)) throw new Error(`STT_URL must be a ws:// or wss:// URL, got ${JSON.stringify(opts.url)}`);
+    this.name = opts.name ?? "stream";
+  }
+
+  createStream(o: TranscriptionStreamOptions): TranscriptionStream {
+    return new WsTranscriptionStream(this, o);
+  }
+}
+
+class WsTranscriptionStream implements TranscriptionStream {
+  closed = false;
+  private ws: WebSocket | null = null;
+  private connectTimer: NodeJS.Timeout | null = null;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  /** Failed connects since the last open. */
+  private failures = 0;
+  /** Connections opened so far; results of later ones get a prefixed utteranceId. */
+  private generation = 0;
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  /** Audio bytes written (sent, pending or dropped): the stream's audio clock. */
+  private bytesWritten = 0;
+  /** Audio before the current connection's first byte, in ms (its result offsets start there). */
+  private connBaseMs = 0;
+  private readonly url: string;
+  private readonly maxPendingBytes: number;
+  private readonly frameBytes: number;
+  /** Audio waiting to fill a frame (frameMs > 0), sent as one frame once full. */
+  private partial: Buffer[] = [];
+  private partialBytes = 0;
+
+  constructor(
+    private readonly p: StreamTranscriptionProvider,
+    private readonly o: TranscriptionStreamOptions,
+  ) {
+    const url = new URL(p.opts.url);
+    url.searchParams.set("language", o.language);
+    url.searchParams.set("sample_rate", "16000");
+    url.searchParams.set("encoding", "pcm_s16le");
+    this.url = url.toString();
+    this.maxPendingBytes = Math.max(0, p.opts.maxBufferedMs ?? 5000) * BYTES_PER_MS;
+    this.frameBytes = Math.max(0, Math.round(p.opts.frameMs ?? 0)) * BYTES_PER_MS;
+    p.stats.streamsOpen++;
+    this.connect();
+  }
+
+  get bufferedBytes(): number {
+    return this.pendingBytes + this.partialBytes + (this.ws?.bufferedAmount ?? 0);
+  }
+
+  write(chunk: Buffer): void {
+    if (this.closed || chunk.length === 0) return;
+    this.bytesWritten += chunk.length;
+    let pcm = chunk;
+    if (this.frameBytes > 0) {
+      this.partial.push(chunk);
+      this.partialBytes += chunk.length;
+      if (this.partialBytes < this.frameBytes) return;
+      pcm = this.partial.length === 1 ? this.partial[0]! : Buffer.concat(this.partial, this.partialBytes);
+      this.partial = [];
+      this.partialBytes = 0;
+    }
+    const ws = this.ws;
+    if (ws && ws.readyState === WebSocket.OPEN) {
+      if (ws.bufferedAmount > (this.p.opts.maxSocketBufferedBytes ?? 1024 * 1024)) {
+        this.p.stats.droppedBytes += pcm.length;
+        return;
+      }
+      this.send(ws, pcm);
+      return;
+    }
+    this.pending.push(pcm);
+    this.pendingBytes += pcm.length;
+    while (this.pendingBytes > this.maxPendingBytes && this.pending.length > 0) {
+      const old = this.pending.shift()!;
+      this.pendingBytes -= old.length;
+      this.p.stats.droppedBytes += old.length;
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.p.stats.streamsOpen--;
+    this.clearTimer("connectTimer");
+    this.clearTimer("reconnectTimer");
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.partial = [];
+    this.partialBytes = 0;
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) this.shut(ws);
+  }
+
+  // ---------- internals ----------
+
+  private connect(): void {
+    if (this.closed) return; // C11: nothing opens after close()
+    this.p.stats.connectAttempts++;
+    const headers = this.p.opts.apiKey ? { authorization: `Bearer ${this.p.opts.apiKey}` } : undefined;
+    let ws: WebSocket;
+    try {
+      ws = new WebSocket(this.url, { headers, perMessageDeflate: false });
+    } catch (err) {
+      // A malformed URL throws synchronously; retrying will not fix it.
+      this.fatal(err instanceof Error ? err : new Error(String(err)));
+      return;
+    }
+    this.ws = ws;
+    let refusedStatus = 0;
+    let lastError: Error | null = null;
+    // Every socket keeps an error listener for life, so a late error can never crash the process.
+    ws.on("error", (err) => (lastError ??= err));
+    ws.on("unexpected-response", (_req, res) => {
+      refusedStatus = res.statusCode ?? 0;
+      res.resume();
+      ws.terminate(); // aborts the request; "error" and "close" follow
+    });
+    this.connectTimer = setTimeout(() => {
+      this.connectTimer = null;
+      lastError = new Error(`STT connect timed out after ${this.p.opts.connectTimeoutMs ?? 5000} ms`);
+      ws.terminate();
+    }, this.p.opts.connectTimeoutMs ?? 5000);
+    this.connectTimer.unref();
+    ws.on("open", () => {
+      if (this.closed || this.ws !== ws) {
+        // C13: finished connecting after close(): close it at once, report nothing.
+        this.shut(ws);
+        return;
+      }
+      this.clearTimer("connectTimer");
+      this.failures = 0;
+      this.generation++;
+      this.p.stats.connectsOpened++;
+      this.connBaseMs = (this.bytesWritten - this.pendingBytes - this.partialBytes) / BYTES_PER_MS;
+      const queued = this.pending;
+      this.pending = [];
+      this.pendingBytes = 0;
+      for (const b of queued) this.send(ws, b);
+    });
+    ws.on("message", (data, isBinary) => {
+      if (this.closed || this.ws !== ws || isBinary) return;
+      this.onMessage(data);
+    });
+    ws.on("close", (code, reasonBuf) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      this.clearTimer("connectTimer");
+      if (this.closed) return;
+      const reason = reasonBuf.toString();
+      if (refusedStatus >= 400 && refusedStatus < 500 && refusedStatus !== 408 && refusedStatus !== 429) {
+        this.fatal(new Error(`STT refused the connection: HTTP ${refusedStatus}`));
+      } else if (code === 1008 || (code >= 4000 && code < 4100)) {
+        this.fatal(new Error(`STT closed the stream: ${code}${reason ? ` ${reason}` : ""}`));
+      } else {
+        const what = refusedStatus ? `HTTP ${refusedStatus}` : lastError ? lastError.message : `closed ${code}${reason ? ` ${reason}` : ""}`;
+        this.transient(new Error(`STT connection lost (${what})`));
+      }
+    });
+  }
+
+  private onMessage(data: RawData): void {
+    let msg: { type?: unknown; [k: string]: unknown };
+    try {
+      msg = JSON.parse(rawToString(data));
+    } catch {
+      this.report(new Error("STT sent a frame that is not JSON"));
+      return;
+    }
+    if (msg?.type === "result") {
+      if (typeof msg.text !== "string") return this.report(new Error("STT result without text"));
+      this.p.stats.resultsIn++;
+      const startMs = this.connBaseMs + num(msg.startMs);
+      const endMs = this.connBaseMs + num(msg.endMs, num(msg.startMs));
+      const id = typeof msg.utteranceId === "string" || typeof msg.utteranceId === "number" ? String(msg.utteranceId) : undefined;
+      const result: TranscriptionData = {
+        type: "transcription",
+        text: msg.text,
+        isFinal: msg.isFinal === true,
+        ...(id !== undefined ? { utteranceId: this.generation > 1 ? `c${this.generation}-${id}` : id } : {}),
+        speakerId: typeof msg.speakerId === "string" ? msg.speakerId : "0",
+        startTime: Math.round(this.o.startEpochMs + startMs),
+        endTime: Math.round(this.o.startEpochMs + endMs),
+        transcribeLanguage: this.o.language,
+        provider: this.p.name,
+      };
+      try {
+        this.o.onResult(result);
+      } catch (err) {
+        this.report(err instanceof Error ? err : new Error(String(err)));
+      }
+    } else if (msg?.type === "error") {
+      const err = new Error(`STT error: ${typeof msg.message === "string" ? msg.message : "unknown"}`);
+      if (msg.fatal === true) this.fatal(err);
+      else this.report(err);
+    }
+    // Other message types (e.g. a vendor's keep-alives) are ignored.
+  }
+
+  private send(ws: WebSocket, pcm: Buffer): void {
+    this.p.stats.framesOut++;
+    this.p.stats.bytesOut += pcm.length;
+    ws.send(pcm, { binary: true });
+  }
+
+  /** A problem the stream survives: counted and reported, never onError. */
+  private report(err: Error): void {
+    this.p.stats.transientErrors++;
+    try {
+      this.p.opts.onTransientError?.(err);
+    } catch {
+      // the hook's own failure must not break the stream
+    }
+  }
+
+  private transient(err: Error): void {
+    this.report(err);
+    this.failures++;
+    const max = this.p.opts.maxAttempts ?? 8;
+    if (this.failures >= max) {
+      this.fatal(new Error(`STT unreachable after ${this.failures} attempts: ${err.message}`));
+      return;
+    }
+    const b = this.p.opts.backoff ?? {};
+    const base = b.baseMs ?? 250;
+    const cap = b.maxMs ?? 5000;
+    const jitter = b.jitter ?? 0.2;
+    const rnd = this.p.opts.random ?? Math.random;
+    const delay = Math.round(Math.min(cap, base * 2 ** (this.failures - 1)) * (1 + jitter * (2 * rnd() - 1)));
+    this.p.stats.reconnectsScheduled++;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      this.connect();
+    }, Math.max(0, delay));
+    this.reconnectTimer.unref();
+  }
+
+  /** The stream cannot go on: onError once; the owner closes it. */
+  private fatal(err: Error): void {
+    if (this.closed) return;
+    this.p.stats.fatalErrors++;
+    this.clearTimer("reconnectTimer");
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) this.shut(ws);
+    try {
+      this.o.onError(err);
+    } catch {
+      // an owner's failing handler must not break the provider
+    }
+  }
+
+  /** Closes a socket in any state; one that does not finish the close handshake is dropped. */
+  private shut(ws: WebSocket): void {
+    if (ws.readyState === WebSocket.OPEN) {
+      ws.close(1000, "end of stream");
+      const t = setTimeout(() => ws.terminate(), CLOSE_WAIT_MS);
+      t.unref();
+      ws.once("close", () => clearTimeout(t));
+    } else if (ws.readyState === WebSocket.CONNECTING) {
+      ws.terminate();
+    }
+  }
+
+  private clearTimer(which: "connectTimer" | "reconnectTimer"): void {
+    const t = this[which];
+    if (t) clearTimeout(t);
+    this[which] = null;
+  }
+}
+
+function num(v: unknown, d = 0): number {
+  return typeof v === "number" && Number.isFinite(v) ? v : d;
+}
+
+function rawToString(data: RawData): string {
+  if (Buffer.isBuffer(data)) return data.toString("utf8");
+  if (Array.isArray(data)) return Buffer.concat(data).toString("utf8");
+  return Buffer.from(data).toString("utf8");
+}
+
+/**
+ * The provider the environment selects: TRANSCRIPTION_PROVIDER=stream with STT_URL (and optional
+ * STT_API_KEY, STT_FRAME_MS) → this streaming provider; anything else → null (the caller keeps the default
+ * in-process energy provider).
+ */
+export function streamProviderFromEnv(env: NodeJS.ProcessEnv, hooks: Pick<StreamProviderOptions, "onTransientError"> = {}): StreamTranscriptionProvider | null {
+  const kind = (env.TRANSCRIPTION_PROVIDER ?? "").trim().toLowerCase();
+  if (kind === "" || kind === "energy") return null;
+  if (kind !== "stream") throw new Error(`TRANSCRIPTION_PROVIDER must be "energy" or "stream", got ${JSON.stringify(env.TRANSCRIPTION_PROVIDER)}`);
+  if (!env.STT_URL) throw new Error("TRANSCRIPTION_PROVIDER=stream needs STT_URL (ws://host:port)");
+  const frameMs = env.STT_FRAME_MS ? Number(env.STT_FRAME_MS) : undefined;
+  if (frameMs !== undefined && !(Number.isFinite(frameMs) && frameMs >= 0)) throw new Error(`STT_FRAME_MS must be a number of ms >= 0, got ${JSON.stringify(env.STT_FRAME_MS)}`);
+  return new StreamTranscriptionProvider({ url: env.STT_URL, apiKey: env.STT_API_KEY || undefined, frameMs, ...hooks });
+}
