@@ -117,11 +117,16 @@ test("300 phones with apps through the gateway: every channel lands on the owner
 });
 
 test("two gateway replicas, 1,000 concurrent route requests for overlapping users: exactly one owner per user", async () => {
-  const mk = (id: string) =>
-    new Gateway(
+  const stores: { close(): Promise<void> }[] = [];
+  const mk = (id: string) => {
+    const registry = new RedisPodRegistry({ url: redis.url });
+    const assignments = new RedisAssignmentStore({ url: redis.url });
+    stores.push(registry, assignments);
+    return new Gateway(
       { ...loadGatewayConfig({ NODE_ENV: "development" }), gatewayId: id, port: 0, jwtSecret: SECRET, ticketKey: TICKET_KEY, adminToken: ADMIN, redisUrl: redis.url },
-      { registry: new RedisPodRegistry({ url: redis.url }), assignments: new RedisAssignmentStore({ url: redis.url }), logger: pino({ level: "silent" }) },
+      { registry, assignments, logger: pino({ level: "silent" }) },
     );
+  };
   const g1 = mk("gw-a"), g2 = mk("gw-b");
   const [u1, u2] = [await g1.start(), await g2.start()];
   try {
@@ -142,6 +147,7 @@ test("two gateway replicas, 1,000 concurrent route requests for overlapping user
   } finally {
     await g1.stop();
     await g2.stop();
+    await Promise.all(stores.map((s) => s.close()));
   }
 });
 

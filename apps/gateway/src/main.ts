@@ -8,11 +8,14 @@ if (!config.redisUrl) {
   console.error("gateway: REDIS_URL is required for a separate gateway process (use `npm start` for a one-process local cluster)");
   process.exit(2);
 }
-const gw = new Gateway(config, {
-  registry: new RedisPodRegistry({ url: config.redisUrl, prefix: config.redisPrefix }),
-  assignments: new RedisAssignmentStore({ url: config.redisUrl, prefix: config.redisPrefix }),
-});
+const registry = new RedisPodRegistry({ url: config.redisUrl, prefix: config.redisPrefix });
+const assignments = new RedisAssignmentStore({ url: config.redisUrl, prefix: config.redisPrefix });
+const gw = new Gateway(config, { registry, assignments });
 await gw.start();
-const stop = () => void gw.stop().then(() => process.exit(0));
+const stop = () =>
+  void gw
+    .stop()
+    .then(() => Promise.all([registry.close(), assignments.close()]))
+    .then(() => process.exit(0));
 process.on("SIGTERM", stop);
 process.on("SIGINT", stop);
