@@ -245,3 +245,24 @@ test("C19: a pod that loses a user lets go: phone back to the gateway, nothing t
   p2.send({ type: "local_transcription", text: "after the move", isFinal: true });
   await eventually(() => app.sessions.get(`${user}-${PKG}`)?.transcripts.some((t) => t.text === "after the move"), 3000);
 });
+
+test("percent-encoded admin paths are still authenticated, on the gateway and on a pod", async () => {
+  assert.equal((await fetch(`${cluster.gatewayUrl}/%61dmin/pods`)).status, 401);
+  assert.equal((await fetch(`${cluster.gatewayUrl}/%61dmin/pods/pod-0/cordon`, { method: "POST" })).status, 401);
+  assert.equal((await fetch(`${cluster.gatewayUrl}/p/pod-0/%61dmin/sessions`)).status, 401);
+  assert.equal((await fetch(`${cluster.gatewayUrl}/p/pod-0/admin/sessions`)).status, 401);
+});
+
+test("REST with a JSON body through the /p/<podId>/ proxy reaches the pod (and a bad body gets the pod's 400)", async () => {
+  const user = "body@example.com";
+  const p = phoneVia(user);
+  const ack = await p.connect();
+  const url = `${cluster.gatewayUrl}/p/${ack.podId}/api/client/device/state`;
+  const ok = await fetch(url, { method: "POST", headers: { authorization: `Bearer ${token(user)}`, "content-type": "application/json" }, body: JSON.stringify({ modelName: "Even Realities G1" }), signal: AbortSignal.timeout(5000) });
+  assert.equal(ok.status, 200);
+  assert.equal((await ok.json()).appliedState.modelName, "Even Realities G1");
+  const bad = await fetch(url, { method: "POST", headers: { authorization: `Bearer ${token(user)}`, "content-type": "application/json" }, body: "{oops", signal: AbortSignal.timeout(5000) });
+  assert.equal(bad.status, 400);
+  const unknown = await fetch(`${cluster.gatewayUrl}/p/no-such-pod/livez`, { signal: AbortSignal.timeout(5000) });
+  assert.equal(unknown.status, 404);
+});

@@ -7,7 +7,7 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import pino, { type Logger } from "pino";
 import { createHash, timingSafeEqual } from "node:crypto";
-import type http from "node:http";
+import http from "node:http";
 import type { Duplex } from "node:stream";
 import { extractToken, signRouteTicket, verifyCoreToken } from "@mentra-cluster/protocol";
 import { Router, type AssignmentStore, type PodRegistry, type PodView, type RouteDecision } from "@mentra-cluster/registry";
@@ -101,7 +101,23 @@ export class Gateway {
   }
 
   private build(): FastifyInstance {
-    const app = Fastify({ loggerInstance: this.log as unknown as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) });
+    const app = Fastify({
+      loggerInstance: this.log as unknown as FastifyBaseLogger,
+      logController: new LogController({ disableRequestLogging: true }),
+      // Local cluster: /p/<podId>/… is forwarded as raw bytes before fastify reads any body.
+      serverFactory: (handler) =>
+        http.createServer((req, res) => {
+          const m = this.config.proxyPods ? POD_PATH.exec(req.url ?? "") : null;
+          if (!m) return handler(req, res);
+          const pod = this.router.pod(m[1]!);
+          if (!pod) {
+            res.writeHead(404, { "content-type": "application/json" });
+            res.end(JSON.stringify({ success: false, error: "pod_not_found", message: "No such pod in the registry" }));
+            return;
+          }
+          proxyHttp(req, res, new URL(pod.endpoints.internalUrl));
+        }),
+    });
     app.addHook("onResponse", async (_req, reply) => {
       const c = Math.floor(reply.statusCode / 100);
       if (c >= 2 && c <= 5) this.metrics.http.inc({ status: `${c}xx` });
@@ -135,25 +151,13 @@ export class Gateway {
     });
     app.get("/metrics", async (_req, reply) => reply.type(this.metrics.registry.contentType).send(await this.metrics.registry.metrics()));
 
-    if (this.config.proxyPods) {
-      app.route({
-        method: ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"],
-        url: "/p/*",
-        handler: (req, reply) => {
-          const m = POD_PATH.exec(req.url);
-          const pod = m && this.router.pod(m[1]!);
-          if (!pod) return reply.code(404).send({ success: false, error: "pod_not_found", message: "No such pod in the registry" });
-          reply.hijack();
-          proxyHttp(req.raw, reply.raw, new URL(pod.endpoints.internalUrl));
-        },
-      });
-    }
     return app;
   }
 
   private admin(app: FastifyInstance): void {
     app.addHook("onRequest", async (req, reply) => {
-      if (!req.url.startsWith("/admin/")) return;
+      // The matched route, not the raw URL: "/%61dmin/…" routes to /admin/… and must not skip auth.
+      if (!(req.routeOptions.url ?? "").startsWith("/admin/")) return;
       const token = this.config.adminToken;
       const given = (req.headers.authorization ?? "").replace(/^Bearer\s+/i, "");
       if (!token || !given || !timingSafeEqual(digest(token), digest(given))) {

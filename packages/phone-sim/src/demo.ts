@@ -95,7 +95,8 @@ async function main(): Promise<void> {
     restBase: url,
     token,
     userId,
-    ...(gateway ? { resolveEndpoint: gatewayResolver(gateway, token) } : {}),
+    // Through the gateway the phone follows moves (drain, failover): reconnect with backoff.
+    ...(gateway ? { resolveEndpoint: gatewayResolver(gateway, token), reconnect: { baseMs: 500, maxMs: 5000 } } : {}),
   });
   const startedAt = Date.now();
   let textDisplays = 0;

@@ -1,5 +1,5 @@
 /**
- * `npm start`: one pod and the demo mini app (the real @mentra/sdk app) with the embedded
+ * `npm run start:pod`: one standalone pod and the demo mini app (the real @mentra/sdk app) with the embedded
  * directory seeded with a demo user and app. Prints where everything listens and a phone token.
  */
 import { spawn } from "node:child_process";
@@ -49,7 +49,7 @@ process.stdout.write(
     `  demo user       ${demoUser}`,
     `  phone token     ${token}`,
     "",
-    "Try it: npm run demo     (streams real speech and prints the text walls that come back)",
+    `Try it: npm run demo -- --url ${addrs.httpUrl}     (streams real speech and prints the text walls that come back)`,
     "",
   ].join("\n") + "\n",
 );

@@ -8,7 +8,8 @@ const digest = (s: string) => createHash("sha256").update(s).digest();
 
 export function registerAdminRoutes(app: FastifyInstance, pod: Pod): void {
   app.addHook("onRequest", async (req, reply) => {
-    if (!req.url.startsWith("/admin/")) return;
+    // The matched route, not the raw URL: "/%61dmin/…" routes to /admin/… and must not skip auth.
+    if (!(req.routeOptions.url ?? "").startsWith("/admin/")) return;
     const token = pod.config.adminToken;
     const given = (req.headers.authorization ?? "").replace(/^Bearer\s+/i, "");
     if (!token || !given || !timingSafeEqual(digest(token), digest(given))) {
