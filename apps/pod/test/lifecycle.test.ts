@@ -219,7 +219,7 @@ test("C21: a mini app that dies without a close frame enters grace and is resurr
   await eventually(() => tp.pod.sessions.get(user)!.apps.get(PKG)!.state === "RUNNING", 5000, "resurrected");
   assert.equal(app.webhooks.filter((w) => w.type === "session_request").length, 2);
   // Resurrection while the phone is away waits for the phone instead (DORMANT).
-  const s2 = await eventually(() => app.sessions.get(`${user}-${PKG}`), 3000, "app side of the resurrected session");
+  const s2 = (await eventually(() => app.sessions.get(`${user}-${PKG}`), 3000, "app side of the resurrected session"))!;
   await p.close();
   await eventually(() => !tp.pod.sessions.get(user)!.phoneConnected, 3000);
   s2.ws.terminate();
