@@ -122,6 +122,11 @@ export class Gateway {
       const c = Math.floor(reply.statusCode / 100);
       if (c >= 2 && c <= 5) this.metrics.http.inc({ status: `${c}xx` });
     });
+    app.setErrorHandler((err: { statusCode?: number; code?: string; message: string }, req, reply) => {
+      const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500;
+      if (status >= 500) this.log.error({ err: err.message, url: req.url.split("?")[0] }, "request failed");
+      void reply.code(status).send({ success: false, error: status >= 500 ? "internal" : (err.code ?? "bad_request").toLowerCase(), message: status >= 500 ? "Internal error" : err.message });
+    });
     app.setNotFoundHandler((req, reply) => void reply.code(404).send({ success: false, error: "not_found", message: `No route ${req.method} ${req.url.split("?")[0]}` }));
 
     app.post("/v1/route", async (req, reply) => {
