@@ -1,0 +1,132 @@
+/**
+ * `npm run loadtest -- --users 200`: the capacity answer for one session pod.
+ * Starts (or targets) a cluster, steps the user count up, shows a progress bar and a live summary
+ * line, serves the live page, and writes report.html + samples.json. See USAGE in options.ts.
+ */
+import { Driver } from "./driver.ts";
+import { parseCli, USAGE } from "./options.ts";
+import { summaryLine } from "./summary.ts";
+import type { StepResult } from "./types.ts";
+import { startWebServer, type WebServer } from "./web.ts";
+
+function fmtStep(s: StepResult): string {
+  const r = (v: number | null, d = 0) => (v === null ? "–" : v.toFixed(d));
+  const name = s.users === 0 ? "idle baseline" : `step ${s.index}: ${s.users} users`;
+  return (
+    `${name} · on pod ${r(s.podSessionsMax)} · lag p99 ${r(s.lagP99Ms, 1)} ms · ELU ${r(s.elu, 2)} · CPU ${r(s.podCpuCores, 3)} cores` +
+    (s.podCpuMsPerUserS !== null && s.users > 0 ? ` (${r(s.podCpuMsPerUserS, 2)} ms/user-s)` : "") +
+    ` · RSS ${r(s.rssMB)} MB · e2e p50/p95 ${r(s.latency.audioToPhoneP50)}/${r(s.latency.audioToPhoneP95)} ms · failed ${s.failures}/${s.attempts}` +
+    (s.trusted ? "" : ` · GENERATOR NOT TRUSTED: ${s.saturation.join("; ")}`)
+  );
+}
+
+async function main(): Promise<number> {
+  let o;
+  try {
+    o = parseCli(process.argv.slice(2));
+  } catch (err) {
+    console.error(`loadtest: ${(err as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  if (!o) {
+    console.log(USAGE);
+    return 0;
+  }
+  const tty = process.stdout.isTTY === true;
+  let barShown = false;
+  const clearBar = () => {
+    if (tty && barShown) process.stdout.write("\r\x1b[2K");
+    barShown = false;
+  };
+  const say = (line: string) => {
+    clearBar();
+    console.log(line);
+  };
+  const driver = new Driver(o);
+  driver.on("log", (m) => say(`[loadtest] ${m}`));
+  driver.on("step", (s) => say(`[loadtest] ${fmtStep(s)}`));
+  let lastPrint = 0;
+  driver.on("sample", (s) => {
+    if (driver.state !== "running") return;
+    const line = summaryLine(s, o.lagThresholdMs);
+    if (tty) {
+      const width = 24;
+      const frac = o.users ? Math.min(1, s.gen.running / o.users) : 0;
+      const bar = "█".repeat(Math.round(frac * width)) + "░".repeat(width - Math.round(frac * width));
+      const step = s.step === null ? "" : s.step === 0 ? " idle" : ` step ${s.step}/${o.steps.length} ${s.phase}`;
+      const cols = process.stdout.columns || 160;
+      process.stdout.write(`\r\x1b[2K[${bar}]${step} · ${line}`.slice(0, cols - 1));
+      barShown = true;
+    } else if (Date.now() - lastPrint >= 5000) {
+      lastPrint = Date.now();
+      console.log(`[loadtest] ${s.elapsedS.toFixed(0)} s · ${line}`);
+    }
+  });
+
+  let web: WebServer | null = null;
+  let quitting = false;
+  const quit = async (code: number) => {
+    if (quitting) return;
+    quitting = true;
+    clearBar();
+    await web?.close().catch(() => undefined);
+    await driver.teardown();
+    process.exit(code);
+  };
+  // Ctrl-C or SIGTERM: write the report with what was measured, then take everything down.
+  let signalled = false;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (signalled) return process.exit(130);
+    signalled = true;
+    if (driver.state === "running") {
+      say(`[loadtest] ${sig}: stopping, writing the report with what was measured (again to quit at once)`);
+      void driver.stop().then(() => quit(130));
+    } else void quit(130);
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+
+  try {
+    await driver.setup();
+  } catch (err) {
+    console.error(`loadtest: setup failed: ${(err as Error).message}`);
+    return 1;
+  }
+  if (o.uiPort !== null) {
+    try {
+      web = await startWebServer(driver, { port: o.uiPort, host: o.uiHost });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EADDRINUSE") throw err;
+      web = await startWebServer(driver, { port: 0, host: o.uiHost });
+    }
+    say(`[loadtest] live page: ${web.url}`);
+  }
+  if (o.interactive) {
+    say("[loadtest] interactive: start, stop and set users from the live page; Ctrl-C to quit");
+    driver.on("state", (st) => {
+      if (st === "done" && driver.lastResult) say(`[loadtest] ${driver.lastResult.report.verdict.answer}\n[loadtest] report: ${driver.lastResult.htmlPath}`);
+    });
+    return new Promise<number>(() => undefined); // until Ctrl-C
+  }
+  say(`[loadtest] plan: ${o.steps.join(" → ")} users, ramp ${o.rampPerS}/s, hold ${o.holdS} s`);
+  const result = await driver.start();
+  clearBar();
+  if (result) {
+    const v = result.report.verdict;
+    console.log(`\n${v.answer}\n`);
+    console.log(`report:  ${result.htmlPath}\nsamples: ${result.jsonPath}`);
+    console.log(`targets: ≤ ${v.targets.perUserCpuMsTarget} ms CPU per user-second: ${v.targets.perUserCpuMet === null ? "unknown" : v.targets.perUserCpuMet ? "met" : "not met"} (${v.perUserCpuMs ?? "?"}); ≥ ${v.targets.usersTarget} users per pod: ${v.targets.usersMet === null ? `not shown (predicted ~${v.predictedUsersAt80PctCore ?? "?"})` : v.targets.usersMet ? "met" : "not met"}`);
+  }
+  await quit(result ? 0 : 1);
+  return 0;
+}
+
+main().then(
+  (code) => {
+    if (code !== 0) process.exit(code);
+  },
+  (err) => {
+    console.error(`loadtest: ${(err as Error).stack ?? err}`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,13 @@
+export { Driver, shareOf, sdkIndices, type RunResult, type DriverState } from "./driver.ts";
+export { defaultOptions, parseCli, planFor, defaultWavs, DEFAULT_STEPS, USAGE } from "./options.ts";
+export { computeStep, fitCosts, decide, describeLoad, PER_USER_CPU_TARGET_MS, USERS_TARGET, type StepResultWithPods, type PodStep } from "./analysis.ts";
+export { startOwnCluster, startRedis, REPO_ROOT, type OwnCluster } from "./cluster.ts";
+export { startSttEmulator, type SttEmulator } from "./stt-emulator.ts";
+export { startWebServer, type WebServer } from "./web.ts";
+export { renderReportHtml } from "./report.ts";
+export { renderChartSvg, buildChartSpecs, type ChartSpec } from "./chart.ts";
+export { readPodMetrics, PodMonitor } from "./monitor.ts";
+export { AudioPacer, loadPackets } from "./audio.ts";
+export { procCpuMs, CpuMeter, HostMeter } from "./proc.ts";
+export { leastSquares, Histogram, bucketQuantile, promHistogramQuantile, promHistogramShareAbove } from "./stats.ts";
+export type * from "./types.ts";
