@@ -79,7 +79,14 @@ export class Router {
   private readonly o: Required<Omit<RouterOptions, "onError">> & Pick<RouterOptions, "onError">;
 
   constructor(opts: RouterOptions) {
-    this.o = { snapshotIntervalMs: 1000, storeTimeoutMs: 300, random: Math.random, cacheSize: 200_000, ...opts };
+    // An explicit `undefined` in opts (the gateway passes its deps through) must not replace a default.
+    this.o = {
+      ...opts,
+      snapshotIntervalMs: opts.snapshotIntervalMs ?? 1000,
+      storeTimeoutMs: opts.storeTimeoutMs ?? 300,
+      random: opts.random ?? Math.random,
+      cacheSize: opts.cacheSize ?? 200_000,
+    };
   }
 
   async start(): Promise<void> {
