@@ -5,7 +5,7 @@
  * generator could be trusted at all. Pure functions: the report, the live page and the tests share them.
  */
 import { Histogram, LATENCY_BUCKETS_MS, leastSquares, mean, promHistogramQuantile, promHistogramShareAbove, round, type LinearFit } from "./stats.ts";
-import type { Fits, LoadtestOptions, PodSample, Sample, StepResult, StepWindow, Verdict } from "./types.ts";
+import type { Fits, LoadtestOptions, PodSample, RunReport, Sample, StepResult, StepWindow, Verdict } from "./types.ts";
 
 export const PACKETS_PER_USER_S = 25;
 export const PER_USER_CPU_TARGET_MS = 0.5;
@@ -36,7 +36,7 @@ export interface PodStep {
 
 export type StepResultWithPods = StepResult & { perPod: PodStep[] };
 
-type AnalysisOpts = Pick<LoadtestOptions, "lagThresholdMs" | "failThreshold" | "settleS">;
+type AnalysisOpts = Pick<LoadtestOptions, "lagThresholdMs" | "failThreshold" | "settleS"> & { latencyThresholdMs?: number };
 
 /** The samples a step's figures come from: the hold after settling, else the whole hold, else everything. */
 export function stepSamples(samples: readonly Sample[], w: StepWindow, settleS: number): Sample[] {
@@ -155,6 +155,9 @@ export function computeStep(all: readonly Sample[], w: StepWindow, o: AnalysisOp
   const transcripts = first && last && dt > 0 ? (last.gen.transcriptsAtApp - first.gen.transcriptsAtApp) / dt : null;
   const displays = first && last && dt > 0 ? (last.gen.displaysAtPhone - first.gen.displaysAtPhone) / dt : null;
   const podsDown = win.some((s) => s.pods.some((p) => !p.ok));
+  const overLag = w.users > 0 && lagP99 !== null && lagP99 > o.lagThresholdMs;
+  const e2eP95 = lat.audioToPhone.quantile(0.95);
+  const overLatency = w.users > 0 && o.latencyThresholdMs !== undefined && e2eP95 !== null && lat.audioToPhone.n >= 20 && e2eP95 > o.latencyThresholdMs;
   return {
     index: w.index,
     users: w.users,
@@ -207,7 +210,9 @@ export function computeStep(all: readonly Sample[], w: StepWindow, o: AnalysisOp
     saturation,
     trusted: saturation.length === 0,
     loadDelivered: saturation.every((r) => /^(host|driver-lag):/.test(r)),
-    overThreshold: w.users > 0 && lagP99 !== null && lagP99 > o.lagThresholdMs,
+    overThreshold: overLag || overLatency,
+    overLag,
+    overLatency,
     broken: w.users > 0 && ((attempts > 0 && failureRate > o.failThreshold) || podsDown),
     perPod,
   };
@@ -223,11 +228,17 @@ function maxOf(vs: readonly (number | null)[]): number | null {
 }
 
 /**
- * Per-user costs: one point per (step, pod), x = that pod's sessions, over the steps whose load was
- * delivered (CPU seconds and bytes are counted right even when the machine is busy; lag is not).
+ * Whether a step prices each user: trusted, or the generator delivered the load and only the machine
+ * was busy while the pod's loop still had room (a starved pod does less work than its load needs,
+ * so its CPU seconds would understate the cost; lag is never taken from such a step).
  */
+export function pricesUsers(s: StepResult): boolean {
+  return s.trusted || (s.loadDelivered && s.elu !== null && s.elu < 0.9);
+}
+
+/** Per-user costs: one point per (step, pod), x = that pod's sessions, over the steps that price users. */
 export function fitCosts(steps: readonly StepResultWithPods[]): Fits {
-  const trusted = steps.filter((s) => s.loadDelivered);
+  const trusted = steps.filter(pricesUsers);
   const pts = (f: (p: PodStep) => number | null): [number, number][] =>
     trusted.flatMap((s) => s.perPod.map((p): [number, number] | null => (f(p) === null ? null : [p.sessions, f(p)!])).filter((x): x is [number, number] => x !== null));
   return {
@@ -247,7 +258,7 @@ function predict(fit: LinearFit | null, y: number): number | null {
 }
 
 /** The knee, the breaking point, whether the generator held up, and the answer in one sentence. */
-export function decide(steps: readonly StepResultWithPods[], fits: Fits, o: Pick<LoadtestOptions, "lagThresholdMs" | "features" | "failThreshold">): Verdict {
+export function decide(steps: readonly StepResultWithPods[], fits: Fits, o: Pick<LoadtestOptions, "lagThresholdMs" | "features" | "failThreshold"> & { latencyThresholdMs?: number }): Verdict {
   const loaded = steps.filter((s) => s.users > 0);
   const saturatedStep = loaded.find((s) => !s.trusted) ?? null;
   const knee = loaded.find((s) => s.overThreshold) ?? null;
@@ -263,7 +274,7 @@ export function decide(steps: readonly StepResultWithPods[], fits: Fits, o: Pick
   const perUserMemKB = memOk ? round(mem!.slope * 1024, 1) : null;
   const baselineMem = memOk ? round(mem!.intercept, 1) : null;
   const at80 = predict(cpu, 800);
-  const delivered = steps.filter((s) => s.loadDelivered && s.podCpuCores !== null).sort((a, b) => a.podSessionsMax - b.podSessionsMax);
+  const delivered = steps.filter((s) => pricesUsers(s) && s.podCpuCores !== null).sort((a, b) => a.podSessionsMax - b.podSessionsMax);
   const top = delivered[delivered.length - 1];
   const below = delivered[delivered.length - 2];
   const marginal = top && below && top.podSessionsMax > below.podSessionsMax ? ((top.podCpuCores! - below.podCpuCores!) * 1000) / (top.podSessionsMax - below.podSessionsMax) : null;
@@ -290,10 +301,18 @@ export function decide(steps: readonly StepResultWithPods[], fits: Fits, o: Pick
     const at = Math.round(limit.podSessionsMax || limit.users);
     answer = prev
       ? `One pod handles ${capacityUsers} concurrent users (${what}) before degradation: event-loop lag p99 stayed ≤ ${th} ms up to ${capacityUsers} users` +
-        (limit.overThreshold ? ` and reached ${fmt(limit.lagP99Ms, 0)} ms at ${at}` : `, and then ${failed(limit)}`) +
+        (limit.overLag
+          ? ` and reached ${fmt(limit.lagP99Ms, 0)} ms at ${at}`
+          : limit.overLatency
+            ? `, but at ${at} users audio → display latency p95 reached ${fmt(limit.latency.audioToPhoneP95, 0)} ms (> ${o.latencyThresholdMs} ms; lag p99 ${fmt(limit.lagP99Ms, 0)} ms, event-loop utilisation ${fmt(limit.elu, 2)})`
+            : `, and then ${failed(limit)}`) +
         (costs ? `; ${costs}${prediction}.` : ".")
       : `One pod degrades below ${Math.round(limit.users)} users (${what}): at the first step ` +
-        (limit.overThreshold ? `event-loop lag p99 was already ${fmt(limit.lagP99Ms, 0)} ms (> ${th} ms)` : failed(limit)) +
+        (limit.overLag
+          ? `event-loop lag p99 was already ${fmt(limit.lagP99Ms, 0)} ms (> ${th} ms)`
+          : limit.overLatency
+            ? `audio → display latency p95 was already ${fmt(limit.latency.audioToPhoneP95, 0)} ms (> ${o.latencyThresholdMs} ms)`
+            : failed(limit)) +
         (costs ? `; ${costs}.` : ".");
   } else if (saturatedStep) {
     kind = "saturated";
@@ -351,4 +370,17 @@ export function describeLoad(features: readonly string[]): string {
   if (features.includes("display")) parts.push("a display per transcript");
   if (features.includes("audio")) parts.push("audio chunks to the app");
   return parts.join(", ");
+}
+
+/**
+ * A stored run analysed again (new thresholds, or a newer analysis): steps, fits and verdict are
+ * recomputed from its samples and step windows; everything measured stays as it was.
+ */
+export function reanalyze(r: RunReport, over: Partial<Pick<LoadtestOptions, "lagThresholdMs" | "latencyThresholdMs" | "failThreshold" | "settleS">> = {}): RunReport {
+  const options = { ...r.options, ...over };
+  // samples.json writes the open bucket's le as "+Inf" (older files: null).
+  for (const s of r.samples) for (const p of s.pods) for (const b of p.lagBuckets) if (typeof b.le !== "number" || b.le === null) b.le = Infinity;
+  const steps = r.windows.filter((w) => w.holdStartT !== null && w.endT !== null).map((w) => computeStep(r.samples, w, options));
+  const fits = fitCosts(steps);
+  return { ...r, options, steps: steps.map(({ perPod: _p, ...s }) => s), fits, verdict: decide(steps, fits, options) };
 }

@@ -4,7 +4,12 @@
  * line, serves the live page, and writes report.html + samples.json. See USAGE in options.ts.
  */
 import { Driver } from "./driver.ts";
-import { parseCli, USAGE } from "./options.ts";
+import { readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { reanalyze } from "./analysis.ts";
+import { parseCli, REANALYZE, USAGE } from "./options.ts";
+import { renderReportHtml } from "./report.ts";
+import type { RunReport } from "./types.ts";
 import { summaryLine } from "./summary.ts";
 import type { StepResult } from "./types.ts";
 import { startWebServer, type WebServer } from "./web.ts";
@@ -30,6 +35,22 @@ async function main(): Promise<number> {
   }
   if (!o) {
     console.log(USAGE);
+    return 0;
+  }
+  if (REANALYZE.path) {
+    const stored = JSON.parse(readFileSync(REANALYZE.path, "utf8")) as RunReport;
+    const argv = process.argv.slice(2).join(" ");
+    const over = {
+      ...(/--lag-threshold/.test(argv) ? { lagThresholdMs: o.lagThresholdMs } : {}),
+      ...(/--latency-threshold/.test(argv) ? { latencyThresholdMs: o.latencyThresholdMs } : {}),
+      ...(/--fail-threshold/.test(argv) ? { failThreshold: o.failThreshold } : {}),
+      ...(/--settle/.test(argv) ? { settleS: o.settleS } : {}),
+    };
+    const r = reanalyze(stored, over);
+    const html = path.join(path.dirname(REANALYZE.path), "report.html");
+    writeFileSync(html, renderReportHtml(r, path.basename(REANALYZE.path)));
+    for (const s of r.steps) console.log(fmtStep(s));
+    console.log(`\n${r.verdict.answer}\n\nreport: ${html}`);
     return 0;
   }
   const tty = process.stdout.isTTY === true;

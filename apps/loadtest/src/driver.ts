@@ -562,7 +562,7 @@ export class Driver extends EventEmitter<{ sample: [Sample]; state: [DriverState
       `Pod figures come from each pod's own /metrics (process_cpu_seconds_total, mentra_event_loop_delay_seconds, mentra_rss_bytes, …) scraped every ${o.sampleIntervalMs} ms; a step's figures are differences of the counters over its measured window (the hold, minus the first ${o.settleS} s).`,
       `Lag p99 per step is taken from the pod's lag histogram over the window (its samples, not the gauge's ${this.cluster ? `${o.podLagSampleMs} ms × 150` : "150-sample"} rolling window).`,
       `End-to-end latency: an interim transcript's audio end time (the pod's stream clock) → the mini app receiving it → the display (whose text carries a marker) at the phone; the pod throttles displays to one per 300 ms, so waiting behind that is part of the figure.`,
-      `Per-user costs are least-squares fits, one point per pod and step (x = that pod's sessions, the idle baseline included), over the steps where the generator delivered the load; a step where only the machine was busy still counts for CPU seconds and memory, never for lag.`,
+      `Per-user costs are least-squares fits, one point per pod and step (x = that pod's sessions, the idle baseline included), over the trusted steps and those where only the machine was busy while the pod's event loop still had room (ELU < 0.9); lag is only ever taken from trusted steps.`,
       `The generator is trusted in a step only if no generator process used ≥ ${o.generatorCpuLimit} cores or had lag p99 > ${o.generatorLagLimitMs} ms, the machine's CPUs were ≤ ${Math.round(o.hostBusyLimit * 100)}% busy, and ≥ 95% of the audio due was sent, in at least 80% of the step's samples.`,
     ];
     if (this.cluster) notes.push(`Own cluster: pods ran as separate processes (${this.cluster.pods.length}), with the gateway, Redis${this.cluster.sttUrl ? " and the STT emulator" : ""} as processes of their own on the same machine; the pods' admission caps were lifted so the run could pass the knee.`);
@@ -598,7 +598,8 @@ export class Driver extends EventEmitter<{ sample: [Sample]; state: [DriverState
     mkdirSync(dir, { recursive: true });
     const jsonPath = path.join(dir, "samples.json");
     const htmlPath = path.join(dir, "report.html");
-    writeFileSync(jsonPath, JSON.stringify(report, null, 1));
+    // The lag histogram's open bucket is le: Infinity, which JSON cannot hold: written as "+Inf" like Prometheus.
+    writeFileSync(jsonPath, JSON.stringify(report, (_k, v) => (v === Infinity ? "+Inf" : v), 1));
     writeFileSync(htmlPath, renderReportHtml(report, "samples.json"));
     this.log(`report: ${htmlPath}`);
     return { report, htmlPath, jsonPath };

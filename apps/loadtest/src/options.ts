@@ -6,6 +6,8 @@ import { REPO_ROOT } from "./cluster.ts";
 import type { Feature, LoadtestOptions } from "./types.ts";
 
 export const DEFAULT_STEPS = [10, 50, 100, 200, 500, 1000, 2000];
+/** Set by --from: analyse a stored samples.json again instead of running. */
+export const REANALYZE: { path: string | null } = { path: null };
 export const AUDIO_DIR = path.resolve(REPO_ROOT, "../shared/data/audio");
 
 /** The default plan up to `users`: the standard steps below it, then `users` itself. */
@@ -36,6 +38,7 @@ export function defaultOptions(over: Partial<LoadtestOptions> = {}): LoadtestOpt
     holdWaitS: 20,
     sampleIntervalMs: 1000,
     lagThresholdMs: 50,
+    latencyThresholdMs: 1000,
     failThreshold: 0.01,
     stopAtBreak: true,
     gateway: null,
@@ -77,6 +80,7 @@ export const USAGE = `usage: npm run loadtest -- [options]
   --hold S               seconds to hold each step (default 30)
   --settle S             seconds at the start of each hold left out of its figures (default 5)
   --lag-threshold MS     the knee: pod event-loop lag p99 above this (default 50)
+  --latency-threshold MS …or audio → display latency p95 above this (default 1000)
   --fail-threshold F     the breaking point: share of connection attempts failing (default 0.01)
   --no-stop-at-break     keep stepping after the breaking point
   --gateway URL          an existing cluster's gateway (default: start our own: Redis, gateway, pods, STT emulator)
@@ -97,6 +101,7 @@ export const USAGE = `usage: npm run loadtest -- [options]
   --host-busy-limit F    the machine counts as saturated above this share of CPU busy (default 0.9)
   --no-seed              with --gateway: do not create the users and apps (seeding writes to MONGODB_URL or REDIS_URL)
   --prefix P --domain D  users are P-<i>@D (default loadtest-<i>@example.com)
+  --from samples.json    no run: analyse a stored run again (with the thresholds given) and rewrite its report.html
   --wav FILE             a speech clip to loop (repeatable; default every WAV in ../shared/data/audio)
   -h, --help`;
 
@@ -111,6 +116,7 @@ export function parseCli(argv: string[]): LoadtestOptions | null {
       settle: { type: "string" },
       "hold-wait": { type: "string" },
       "lag-threshold": { type: "string" },
+      "latency-threshold": { type: "string" },
       "fail-threshold": { type: "string" },
       "no-stop-at-break": { type: "boolean" },
       gateway: { type: "string" },
@@ -134,11 +140,13 @@ export function parseCli(argv: string[]): LoadtestOptions | null {
       wav: { type: "string", multiple: true },
       "log-level": { type: "string" },
       "no-seed": { type: "boolean" },
+      from: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
     strict: true,
   });
   if (values.help) return null;
+  if (values.from) REANALYZE.path = path.resolve(values.from);
   const num = (name: string, v: string | undefined, min = 0): number | undefined => {
     if (v === undefined) return undefined;
     const n = Number(v);
@@ -157,6 +165,7 @@ export function parseCli(argv: string[]): LoadtestOptions | null {
   set("settleS", num("settle", values.settle, 0));
   set("holdWaitS", num("hold-wait", values["hold-wait"], 0));
   set("lagThresholdMs", num("lag-threshold", values["lag-threshold"], 1));
+  set("latencyThresholdMs", num("latency-threshold", values["latency-threshold"], 1));
   set("failThreshold", num("fail-threshold", values["fail-threshold"], 0));
   if (values["no-stop-at-break"]) over.stopAtBreak = false;
   if (values.gateway) over.gateway = values.gateway;

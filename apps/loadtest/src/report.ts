@@ -59,8 +59,8 @@ export function renderReportHtml(r: RunReport, jsonHref: string): string {
 
 <h2>Verdict</h2>
 <table id="verdict">
-<tr><th class="l">capacity (users per pod, lag p99 ≤ ${r.options.lagThresholdMs} ms)</th><td>${v.kind === "capacity" ? v.capacityUsers : v.kind === "above" ? `&gt; ${v.capacityUsers}` : "not determined"}</td></tr>
-<tr><th class="l">knee (first step over the threshold)</th><td>${v.kneeUsers === null ? "not reached" : `${v.kneeUsers} users, lag p99 ${n(v.kneeLagP99Ms, 0)} ms`}</td></tr>
+<tr><th class="l">capacity (users per pod before degradation)</th><td>${v.kind === "capacity" ? v.capacityUsers : v.kind === "above" ? `&gt; ${v.capacityUsers}` : "not determined"}</td></tr>
+<tr><th class="l">knee (first step with lag p99 &gt; ${r.options.lagThresholdMs} ms or audio→display p95 &gt; ${r.options.latencyThresholdMs ?? "–"} ms)</th><td>${v.kneeUsers === null ? "not reached" : `${v.kneeUsers} users, lag p99 ${n(v.kneeLagP99Ms, 0)} ms`}</td></tr>
 <tr><th class="l">breaking point (connections failing &gt; ${(r.options.failThreshold * 100).toFixed(1)}%)</th><td>${v.breakingUsers === null ? "not reached" : `${v.breakingUsers} users`}</td></tr>
 <tr><th class="l">generator</th><td class="l">${v.saturatedAtUsers === null ? "held up in every step" : `saturated at ${v.saturatedAtUsers} users: ${esc(v.saturationReasons.join("; "))}`}</td></tr>
 <tr><th class="l">per-user pod CPU</th><td>${n(v.perUserCpuMs, 3)} ms per user-second (baseline ${n(v.baselineCpuMsPerS, 0)} ms/s)</td></tr>

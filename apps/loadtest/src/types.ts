@@ -17,8 +17,10 @@ export interface LoadtestOptions {
   holdWaitS: number;
   /** Poll/scrape period for every pod. */
   sampleIntervalMs: number;
-  /** The knee: the first step whose pod event-loop lag p99 is above this. */
+  /** The knee: the first step whose pod event-loop lag p99 is above this… */
   lagThresholdMs: number;
+  /** …or whose audio → display latency p95 is above this (a loop near 100% queues work without much lag). */
+  latencyThresholdMs: number;
   /** The breaking point: the first step whose connection attempts fail more often than this. */
   failThreshold: number;
   /** Stop stepping once the breaking point is reached. */
@@ -157,7 +159,7 @@ export interface PodSample {
     uncaughtExceptions: number;
     lagSamples: number;
   };
-  /** Cumulative mentra_event_loop_delay_seconds buckets (le in ms). */
+  /** Cumulative mentra_event_loop_delay_seconds buckets (le in ms; the open bucket is Infinity, "+Inf" in samples.json). */
   lagBuckets: { le: number; count: number }[];
 }
 
@@ -279,7 +281,10 @@ export interface StepResult {
   trusted: boolean;
   /** The generator delivered the load (only the machine or the driver were busy): the step's CPU and memory per user still count. */
   loadDelivered: boolean;
+  /** Lag p99 or e2e latency p95 over its threshold. */
   overThreshold: boolean;
+  overLag: boolean;
+  overLatency: boolean;
   broken: boolean;
 }
 

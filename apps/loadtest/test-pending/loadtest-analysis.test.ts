@@ -66,8 +66,16 @@ interface Phase {
   slowShare: number;
   workerCpu?: number;
   hostBusy?: number;
+  /** Every sample carries 10 audio → display latencies of this many ms. */
+  e2eMs?: number;
   attempts?: number;
   failures?: number;
+}
+
+function latencyOf(ms: number) {
+  const h = new Histogram();
+  for (let i = 0; i < 10; i++) h.add(ms);
+  return { counts: [...h.counts], max: h.max };
 }
 
 /** 10 samples per phase, 1 s apart; counters accumulate like a pod's. */
@@ -98,7 +106,7 @@ function syntheticRun(phases: Phase[]): { samples: Sample[]; windows: StepWindow
           target: ph.users, running: ph.users, connected: ph.users, connecting: 0, attempts, failures, failuresByKind: failures ? { upgrade_503: failures } : {},
           disconnects: 0, reconnects: 0, udpFallbacks: 0, packetsSent: packets, packetsPerS: ph.users * 25, packetsOffline: 0, packetsLateDropped: 0, sendLateP99Ms: 2,
           workerCpuCores: [workerCpu], workerLagP99Ms: [3], driverCpuCores: 0.02, driverLagP99Ms: 2, rssMB: 100, transcriptsAtApp: 0, displaysAtPhone: 0, audioChunkBytesAtApp: 0,
-          latency: { audioToApp: { counts: [], max: 0 }, appToPhone: { counts: [], max: 0 }, audioToPhone: { counts: [], max: 0 }, sdkAppToPhone: { counts: [], max: 0 } },
+          latency: { audioToApp: { counts: [], max: 0 }, appToPhone: { counts: [], max: 0 }, audioToPhone: latencyOf(ph.e2eMs ?? 20), sdkAppToPhone: { counts: [], max: 0 } },
           lat: { audioToPhoneP50: null, audioToPhoneP95: null, audioToAppP50: null, appToPhoneP50: null },
         },
         pods: [{
@@ -194,6 +202,21 @@ test("a machine out of CPU: no capacity either, but the delivered load still pri
   assert.equal(v.capacityUsers, null, "…but not turned into a capacity");
   assert.match(v.answer, /^No capacity is reported: this machine ran out of CPU at 200 users \(host: the machine's 2 CPUs were 99% busy/);
   assert.match(v.answer, /each user costs 1\.20 ms of pod CPU per second.*which predicts about 650 users per pod at 80% of one core/);
+});
+
+test("a loop near 100% with low lag but seconds of audio → display latency is degradation too", () => {
+  const run = syntheticRun([
+    { users: 0, cpuMsPerS: 20, slowShare: 0 },
+    { users: 400, cpuMsPerS: 700, slowShare: 0, e2eMs: 40 },
+    { users: 500, cpuMsPerS: 800, slowShare: 0, e2eMs: 1800 },
+  ]);
+  const steps = stepsOf(run);
+  assert.equal(steps[2]!.overLag, false);
+  assert.equal(steps[2]!.overLatency, true);
+  const v = decide(steps, fitCosts(steps), o);
+  assert.equal(v.kind, "capacity");
+  assert.equal(v.capacityUsers, 400);
+  assert.match(v.answer, /up to 400 users, but at 500 users audio → display latency p95 reached \d+ ms \(> 1000 ms; lag p99/);
 });
 
 test("no knee within the plan: the capacity is above the last step; too little audio sent is saturation too", () => {

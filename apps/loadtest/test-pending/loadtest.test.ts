@@ -16,7 +16,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { parsePrometheusText } from "@mentra-cluster/metrics";
-import { Driver, defaultOptions, procCpuMs, startWebServer, type RunResult, type WebServer } from "@mentra-cluster/loadtest";
+import { Driver, defaultOptions, procCpuMs, reanalyze, startWebServer, type RunResult, type WebServer } from "@mentra-cluster/loadtest";
 
 const out = mkdtempSync(path.join(tmpdir(), "loadtest-test-"));
 const opts = defaultOptions({
@@ -66,6 +66,10 @@ test("20 users end to end: the report's numbers agree with the pod's own /metric
   assert.equal(json.samples.length, r.samples.length);
   assert.ok(r.samples.length >= 12, `${r.samples.length} samples`);
   assert.ok(readFileSync(result.htmlPath, "utf8").includes("id=\"answer\""));
+  // The stored samples are enough to analyse the run again, to the same figures.
+  const again = reanalyze(json);
+  assert.deepEqual(again.steps.map((s) => [s.users, s.lagP99Ms, s.podCpuCores]), r.steps.map((s) => [s.users, s.lagP99Ms, s.podCpuCores]));
+  assert.equal(again.verdict.answer, r.verdict.answer);
   assert.ok(r.verdict.answer.length > 40);
 
   // Steps: idle baseline, 10, 20; every user ran on the one pod, none failed.
