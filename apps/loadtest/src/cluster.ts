@@ -106,7 +106,7 @@ export async function startOwnCluster(o: OwnClusterOptions): Promise<OwnCluster>
             ready: (_l, j) => j?.msg === "stt listening",
           })
         : null;
-    const gwP = spawnChild("gateway", process.execPath, [...tsx, path.join(HERE, "gateway-process.ts")], {
+    const gwP = spawnChild("gateway", process.execPath, [...tsx, path.join(REPO_ROOT, "apps/gateway/src/main.ts")], {
       cwd: REPO_ROOT,
       env: { ...base, PORT: "0", PROXY_PODS: o.podUrls === "gateway" ? "true" : "false", LOG_LEVEL: "info" },
       ready: (_l, j) => j?.msg === "gateway listening",

@@ -8,6 +8,7 @@ import { PodMetrics } from "@mentra-cluster/metrics";
 import { loadConfig, type PodConfig } from "./config.ts";
 import { createPod, type Pod, type PodDeps } from "./server.ts";
 import { BoundedLogSink } from "./util/logSink.ts";
+import { streamProviderFromEnv } from "./transcription/stream.ts";
 import { RedisAssignmentStore, RedisPodRegistry } from "@mentra-cluster/registry";
 
 export interface RunningPod {
@@ -42,8 +43,21 @@ export async function runPod(config: PodConfig = loadConfig(), deps: PodDeps & {
           assignments: new RedisAssignmentStore({ url: config.redisUrl, prefix: config.redisPrefix }),
         }
       : undefined);
+  // TRANSCRIPTION_PROVIDER=stream: one WebSocket per transcribing stream to STT_URL; else in-process energy.
+  // Drops and failed connects are retried inside the provider; each still counts as a provider error.
+  const transcription =
+    deps.transcription ??
+    streamProviderFromEnv(process.env, {
+      onTransientError: (err) => {
+        metrics.transcriptionError("stream");
+        log.warn({ err: err.message }, "transcription stream: transient error, reconnecting");
+      },
+    }) ??
+    undefined;
+  // Host only: a vendor URL may carry credentials in its query string.
+  if (transcription) log.info({ provider: transcription.name, host: safeHost(process.env.STT_URL) }, "transcription provider");
   let shutdown: (code?: number) => Promise<void> = async () => undefined;
-  const pod = createPod(config, { ...deps, logger: log, metrics, directory, cluster, onDrained: () => void shutdown(0) });
+  const pod = createPod(config, { ...deps, logger: log, metrics, directory, cluster, transcription, onDrained: () => void shutdown(0) });
 
   // Errors we cause are bugs: counted and logged, and the process keeps serving other users.
   process.on("unhandledRejection", (reason) => {
@@ -80,6 +94,14 @@ export async function runPod(config: PodConfig = loadConfig(), deps: PodDeps & {
   });
   process.on("SIGINT", () => void shutdown(0));
   return { pod, shutdown };
+}
+
+function safeHost(url: string | undefined): string | undefined {
+  try {
+    return url ? new URL(url).host : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
