@@ -126,7 +126,7 @@ export async function startOwnCluster(o: OwnClusterOptions): Promise<OwnCluster>
       MAX_NEW_SESSIONS_PER_S: "100000",
       TRANSCRIPTION_PROVIDER: o.transcription,
       ...(sttUrl ? { STT_URL: sttUrl } : {}),
-      ...(sttUrl && o.sttFrameMs ? { STT_FRAME_MS: String(o.sttFrameMs) } : {}),
+      ...(sttUrl && o.sttFrameMs !== undefined ? { STT_FRAME_MS: String(o.sttFrameMs) } : {}),
       LOG_LEVEL: o.logLevel,
       ...o.podEnv,
     };
@@ -134,7 +134,7 @@ export async function startOwnCluster(o: OwnClusterOptions): Promise<OwnCluster>
       Array.from({ length: o.pods }, async (_, i) => {
         const podId = `pod-${i}`;
         const port = await freePort();
-        const { child, readyJson } = await spawnChild(podId, process.execPath, [...tsx, path.join(HERE, "pod-process.ts")], {
+        const { child, readyJson } = await spawnChild(podId, process.execPath, [...tsx, ...(process.env.LOADTEST_POD_CPU_PROF ? ["--cpu-prof", "--cpu-prof-dir", process.env.LOADTEST_POD_CPU_PROF] : []), path.join(HERE, "pod-process.ts")], {
           cwd: REPO_ROOT,
           env: {
             ...base,

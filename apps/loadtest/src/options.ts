@@ -2,6 +2,7 @@
 import { existsSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
+import { DEFAULT_STT_FRAME_MS } from "@mentra-cluster/pod";
 import { REPO_ROOT } from "./cluster.ts";
 import type { Feature, LoadtestOptions } from "./types.ts";
 
@@ -47,7 +48,7 @@ export function defaultOptions(over: Partial<LoadtestOptions> = {}): LoadtestOpt
     pods: 1,
     transcription: "stream",
     podLagSampleMs: 250,
-    sttFrameMs: 0,
+    sttFrameMs: DEFAULT_STT_FRAME_MS,
     workers: 0,
     sdkUsers: Math.min(5, users),
     features: ["transcription", "display"],
@@ -88,7 +89,7 @@ export const USAGE = `usage: npm run loadtest -- [options]
   --jwt-secret S         the cluster's JWT secret (JWT_SECRET), to mint phone tokens
   --pods N               own cluster: pod processes (default 1)
   --transcription K      own cluster: stream (the pod's WebSocket STT provider + emulator, default) or energy (in-process)
-  --stt-frame-ms MS      own cluster, stream transcription: audio per STT socket write (default 0 = every 40 ms packet)
+  --stt-frame-ms MS      own cluster, stream transcription: audio per STT socket write (default 100, the pod's; 0 = every 40 ms packet)
   --workers N            generator processes (default: one per 500 users, at most one per CPU)
   --sdk-users N          users on the real @mentra/sdk app (default 5); the rest use the lean app
   --features LIST        mini app features: transcription,display[,audio] (default transcription,display)
@@ -177,7 +178,7 @@ export function parseCli(argv: string[]): LoadtestOptions | null {
     over.transcription = values.transcription;
   }
   set("workers", num("workers", values.workers, 0));
-  set("sttFrameMs", num("stt-frame-ms", values["stt-frame-ms"], 0));
+  set("sttFrameMs", num("stt-frame-ms", values["stt-frame-ms"], DEFAULT_STT_FRAME_MS));
   set("sdkUsers", num("sdk-users", values["sdk-users"], 0));
   if (values.features !== undefined) {
     const fs = values.features.split(",").map((s) => s.trim()).filter(Boolean);

@@ -52,6 +52,8 @@ export async function runPod(config: PodConfig = loadConfig(), deps: PodDeps & {
         metrics.transcriptionError("stream");
         log.warn({ err: err.message }, "transcription stream: transient error, reconnecting");
       },
+      // Audio the STT socket could not take (backlogged, or too long disconnected): counted, not logged per chunk.
+      onAudioDropped: (reason) => metrics.droppedMessage("transcription", reason),
     }) ??
     undefined;
   // Host only: a vendor URL may carry credentials in its query string.

@@ -118,7 +118,7 @@ test("results match the in-process energy provider: same texts and times, provid
   const ref = collect();
   const e = new EnergyTranscriptionProvider().createStream({ language: "en-US", startEpochMs: start, ...ref });
   e.write(pcm);
-  const provider = new StreamTranscriptionProvider({ url: stt.url });
+  const provider = new StreamTranscriptionProvider({ url: stt.url, frameMs: 0 });
   const got = collect();
   const before = stt.bytesIn;
   const s = provider.createStream({ language: "en-US", startEpochMs: start, ...got });
@@ -155,6 +155,29 @@ test("frameMs coalesces packets into larger frames (fewer socket writes), with t
   assert.ok(provider.stats.bytesOut >= pcm.length - 120 * 32);
   s.close();
   e.close();
+});
+
+test("the default 100 ms frames: a part-filled frame is sent once it is 100 ms old (the mic went quiet), and closing discards it", async () => {
+  const provider = new StreamTranscriptionProvider({ url: stt.url });
+  assert.equal(provider.frameMs, 100);
+  const got = collect();
+  const s = provider.createStream({ language: "en-US", startEpochMs: 0, ...got });
+  await eventually(() => provider.stats.connectsOpened === 1, 3000, "connected");
+  const before = stt.bytesIn;
+  // Three 40 ms packets fill a frame: one socket write.
+  for (let i = 0; i < 3; i++) s.write(pcm.subarray(i * PACKET, (i + 1) * PACKET));
+  assert.equal(provider.stats.framesOut, 1);
+  // One more packet, then silence: it leaves as a frame of its own within about 100–200 ms.
+  s.write(pcm.subarray(3 * PACKET, 4 * PACKET));
+  assert.equal(provider.stats.framesOut, 1, "held while the frame fills");
+  await eventually(() => stt.bytesIn - before === 4 * PACKET, 1000, "the stale frame reached the STT");
+  assert.equal(provider.stats.framesOut, 2);
+  // A part-filled frame at close() is discarded, and nothing is sent after close (C11).
+  s.write(pcm.subarray(4 * PACKET, 5 * PACKET));
+  s.close();
+  await sleep(250);
+  assert.equal(provider.stats.framesOut, 2);
+  assert.equal(got.errors.length, 0);
 });
 
 test("a dropped connection is reconnected with backoff; times stay continuous across connections; onError is not called", async () => {
@@ -247,13 +270,17 @@ test("C13: a socket that finishes connecting after close is closed at once; a co
 test("a refused handshake (HTTP 401) is fatal: onError once, no retry; bounded buffering while disconnected", async () => {
   stt.refuse = 401;
   try {
-    const provider = new StreamTranscriptionProvider({ url: stt.url, maxBufferedMs: 200 });
+    const drops: Array<[string, number]> = [];
+    const provider = new StreamTranscriptionProvider({ url: stt.url, maxBufferedMs: 200, frameMs: 0, onAudioDropped: (why, n) => void drops.push([why, n]) });
     const got = collect();
     const c0 = stt.connections;
     const s = provider.createStream({ language: "en-US", startEpochMs: 0, ...got });
     for (let i = 0; i < 20; i++) s.write(pcm.subarray(i * PACKET, (i + 1) * PACKET));
     assert.ok(s.bufferedBytes <= 200 * 32, `buffer bounded (${s.bufferedBytes} B)`);
     assert.ok(provider.stats.droppedBytes >= 20 * PACKET - 200 * 32);
+    // Every dropped byte reached the hook the pod counts drops with.
+    assert.ok(drops.length > 0 && drops.every(([why]) => why === "stt_disconnected"));
+    assert.equal(drops.reduce((a, [, n]) => a + n, 0), provider.stats.droppedBytes);
     await eventually(() => got.errors.length === 1, 3000, "fatal error");
     assert.match(got.errors[0]!.message, /HTTP 401/);
     await sleep(300);

@@ -27,6 +27,12 @@ import type { TranscriptionProvider, TranscriptionStream, TranscriptionStreamOpt
 
 const BYTES_PER_MS = 32; // 16 kHz × 2 bytes
 const CLOSE_WAIT_MS = 2000;
+/**
+ * Default audio per STT frame. Streaming vendors recommend ~100 ms chunks (a latency/efficiency
+ * trade-off); with 40 ms phone packets that is one socket write per 3 packets instead of one per
+ * packet, which the load test measured as the largest single cost of a transcribing user.
+ */
+export const DEFAULT_STT_FRAME_MS = 100;
 
 export interface StreamProviderOptions {
   /** ws:// or wss:// base URL of the STT service (STT_URL). */
@@ -48,7 +54,8 @@ export interface StreamProviderOptions {
   /**
    * Coalesce audio into frames of at least this many ms before sending (0 = one frame per write,
    * i.e. per 40 ms phone packet). Each frame is a socket write, the pod's main per-user cost on
-   * this path; 80–120 ms frames halve or third it for that much more latency. Default 0.
+   * this path. A frame that has not filled within frameMs (the mic went quiet) is sent as it is.
+   * Default 100 (DEFAULT_STT_FRAME_MS).
    */
   frameMs?: number;
   /**
@@ -61,6 +68,11 @@ export interface StreamProviderOptions {
   mask?: "zero" | "random";
   /** Transient failures the stream recovers from by itself. */
   onTransientError?: (err: Error) => void;
+  /**
+   * Audio dropped instead of sent: "stt_backlog" (the socket's send buffer was full) or
+   * "stt_disconnected" (more than maxBufferedMs piled up while reconnecting). The pod counts it.
+   */
+  onAudioDropped?: (reason: "stt_backlog" | "stt_disconnected", bytes: number) => void;
   /** Randomness for the jitter (inject a seeded one in tests). */
   random?: () => number;
 }
@@ -94,9 +106,47 @@ export class StreamTranscriptionProvider implements TranscriptionProvider {
     droppedBytes: 0,
   };
 
+  readonly frameMs: number;
+  /** Streams holding a part-filled frame, with when its first chunk arrived (performance.now()). */
+  private readonly partials = new Map<WsTranscriptionStream, number>();
+  private sweepTimer: NodeJS.Timeout | null = null;
+
   constructor(readonly opts: StreamProviderOptions) {
     if (!/^wss?:\/\//.test(opts.url)) throw new Error(`STT_URL must be a ws:// or wss:// URL, got ${JSON.stringify(opts.url)}`);
     this.name = opts.name ?? "stream";
+    this.frameMs = Math.max(0, Math.round(opts.frameMs ?? DEFAULT_STT_FRAME_MS));
+  }
+
+  /** @internal a stream started a frame; one provider-wide timer sends frames that go stale. */
+  partialStarted(s: WsTranscriptionStream): void {
+    this.partials.set(s, performance.now());
+    if (this.sweepTimer) return;
+    this.sweepTimer = setInterval(() => {
+      const now = performance.now();
+      for (const [stream, since] of this.partials) {
+        if (now - since >= this.frameMs) stream.flushPartial();
+      }
+      if (this.partials.size === 0 && this.sweepTimer) {
+        clearInterval(this.sweepTimer);
+        this.sweepTimer = null;
+      }
+    }, Math.max(10, this.frameMs));
+    this.sweepTimer.unref();
+  }
+
+  /** @internal the stream's frame was sent or discarded. */
+  partialEnded(s: WsTranscriptionStream): void {
+    this.partials.delete(s);
+  }
+
+  /** @internal */
+  dropped(reason: "stt_backlog" | "stt_disconnected", bytes: number): void {
+    this.stats.droppedBytes += bytes;
+    try {
+      this.opts.onAudioDropped?.(reason, bytes);
+    } catch {
+      // a failing hook must not break the stream
+    }
   }
 
   createStream(o: TranscriptionStreamOptions): TranscriptionStream {
@@ -104,7 +154,7 @@ export class StreamTranscriptionProvider implements TranscriptionProvider {
   }
 }
 
-class WsTranscriptionStream implements TranscriptionStream {
+export class WsTranscriptionStream implements TranscriptionStream {
   closed = false;
   private ws: WebSocket | null = null;
   private connectTimer: NodeJS.Timeout | null = null;
@@ -136,7 +186,7 @@ class WsTranscriptionStream implements TranscriptionStream {
     url.searchParams.set("encoding", "pcm_s16le");
     this.url = url.toString();
     this.maxPendingBytes = Math.max(0, p.opts.maxBufferedMs ?? 5000) * BYTES_PER_MS;
-    this.frameBytes = Math.max(0, Math.round(p.opts.frameMs ?? 0)) * BYTES_PER_MS;
+    this.frameBytes = p.frameMs * BYTES_PER_MS;
     p.stats.streamsOpen++;
     this.connect();
   }
@@ -148,19 +198,31 @@ class WsTranscriptionStream implements TranscriptionStream {
   write(chunk: Buffer): void {
     if (this.closed || chunk.length === 0) return;
     this.bytesWritten += chunk.length;
-    let pcm = chunk;
     if (this.frameBytes > 0) {
+      if (this.partialBytes === 0) this.p.partialStarted(this);
       this.partial.push(chunk);
       this.partialBytes += chunk.length;
-      if (this.partialBytes < this.frameBytes) return;
-      pcm = this.partial.length === 1 ? this.partial[0]! : Buffer.concat(this.partial, this.partialBytes);
-      this.partial = [];
-      this.partialBytes = 0;
+      if (this.partialBytes >= this.frameBytes) this.flushPartial();
+      return;
     }
+    this.sendOrQueue(chunk);
+  }
+
+  /** Sends the part-filled frame now (it is full, or it went stale while the mic was quiet). */
+  flushPartial(): void {
+    this.p.partialEnded(this);
+    if (this.partialBytes === 0) return;
+    const pcm = this.partial.length === 1 ? this.partial[0]! : Buffer.concat(this.partial, this.partialBytes);
+    this.partial = [];
+    this.partialBytes = 0;
+    this.sendOrQueue(pcm);
+  }
+
+  private sendOrQueue(pcm: Buffer): void {
     const ws = this.ws;
     if (ws && ws.readyState === WebSocket.OPEN) {
       if (ws.bufferedAmount > (this.p.opts.maxSocketBufferedBytes ?? 1024 * 1024)) {
-        this.p.stats.droppedBytes += pcm.length;
+        this.p.dropped("stt_backlog", pcm.length);
         return;
       }
       this.send(ws, pcm);
@@ -171,7 +233,7 @@ class WsTranscriptionStream implements TranscriptionStream {
     while (this.pendingBytes > this.maxPendingBytes && this.pending.length > 0) {
       const old = this.pending.shift()!;
       this.pendingBytes -= old.length;
-      this.p.stats.droppedBytes += old.length;
+      this.p.dropped("stt_disconnected", old.length);
     }
   }
 
@@ -185,6 +247,7 @@ class WsTranscriptionStream implements TranscriptionStream {
     this.pendingBytes = 0;
     this.partial = [];
     this.partialBytes = 0;
+    this.p.partialEnded(this);
     const ws = this.ws;
     this.ws = null;
     if (ws) this.shut(ws);
@@ -385,7 +448,7 @@ function rawToString(data: RawData): string {
  * STT_API_KEY, STT_FRAME_MS) → this streaming provider; anything else → null (the caller keeps the default
  * in-process energy provider).
  */
-export function streamProviderFromEnv(env: NodeJS.ProcessEnv, hooks: Pick<StreamProviderOptions, "onTransientError"> = {}): StreamTranscriptionProvider | null {
+export function streamProviderFromEnv(env: NodeJS.ProcessEnv, hooks: Pick<StreamProviderOptions, "onTransientError" | "onAudioDropped"> = {}): StreamTranscriptionProvider | null {
   const kind = (env.TRANSCRIPTION_PROVIDER ?? "").trim().toLowerCase();
   if (kind === "" || kind === "energy") return null;
   if (kind !== "stream") throw new Error(`TRANSCRIPTION_PROVIDER must be "energy" or "stream", got ${JSON.stringify(env.TRANSCRIPTION_PROVIDER)}`);
