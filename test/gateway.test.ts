@@ -65,6 +65,12 @@ test("route: the owner pod's own endpoints, a ticket bound to user, pod and epoc
   assert.ok(r1.ticketExpiresAt > Date.now());
   const bad = await fetch(`${cluster.gatewayUrl}/v1/route`, { method: "POST", headers: { authorization: "Bearer nope" } });
   assert.equal(bad.status, 401);
+  // The token is checked before the body is read: a bad token with a broken body is still a 401.
+  const badBoth = await fetch(`${cluster.gatewayUrl}/v1/route`, { method: "POST", headers: { authorization: "Bearer nope", "content-type": "application/json" }, body: "{not json" });
+  assert.equal(badBoth.status, 401);
+  assert.equal((await badBoth.json()).error, "invalid_token");
+  const restBoth = await fetch(`${cluster.gatewayUrl}/api/client/user/settings`, { method: "POST", headers: { "content-type": "application/json" }, body: "{" });
+  assert.equal(restBoth.status, 401);
 });
 
 test("a phone routed through the gateway lands on its owner for WebSocket, REST, UDP and the app; reconnects stay", async () => {
@@ -187,6 +193,11 @@ test("no pod admits: 503 with Retry-After; a drain request moves a user's next r
   const user = "drained@example.com";
   const r = await route(cluster.gatewayUrl, token(user));
   assert.equal((await adminFetch(`/admin/pods/${r.podId}/drain`, "POST", { deadlineMs: 0 })).status, 400);
+  for (const body of [[], null, 5, "drain"]) {
+    const res = await fetch(`${cluster.gatewayUrl}/admin/pods/${r.podId}/drain`, { method: "POST", headers: { authorization: `Bearer ${ADMIN}`, "content-type": "application/json" }, body: JSON.stringify(body) });
+    assert.equal(res.status, 400, `body ${JSON.stringify(body)}`);
+    assert.equal((await res.json()).error, "invalid_request");
+  }
   assert.equal((await adminFetch(`/admin/pods/${r.podId}/drain`, "POST", { deadlineMs: 60_000 })).status, 200);
   const r2 = await route(cluster.gatewayUrl, token(user));
   assert.notEqual(r2.podId, r.podId);

@@ -204,6 +204,25 @@ test("a machine out of CPU: no capacity either, but the delivered load still pri
   assert.match(v.answer, /each user costs 1\.20 ms of pod CPU per second.*which predicts about 650 users per pod at 80% of one core/);
 });
 
+test("a step where the machine was busy for a moment is set aside when a later, trusted step carried more users", () => {
+  const run = syntheticRun([
+    { users: 0, cpuMsPerS: 20, slowShare: 0 },
+    { users: 100, cpuMsPerS: 140, slowShare: 0.05, hostBusy: 0.99 },
+    { users: 200, cpuMsPerS: 260, slowShare: 0 },
+    { users: 300, cpuMsPerS: 380, slowShare: 0 },
+  ]);
+  const steps = stepsOf(run);
+  assert.equal(steps[1]!.trusted, false);
+  assert.ok(steps[1]!.overThreshold, "its lag was over the threshold");
+  const v = decide(steps, fitCosts(steps), o);
+  assert.equal(v.kind, "above");
+  assert.equal(v.capacityUsers, 300);
+  assert.equal(v.kneeUsers, null);
+  assert.equal(v.saturatedAtUsers, null);
+  assert.match(v.answer, /^One pod held all 300 users tested/);
+  assert.match(v.answer, /Set aside \(the generator or machine was saturated there, a later step was not\): 100 users \(host: the machine's 2 CPUs were 99% busy/);
+});
+
 test("a loop near 100% with low lag but seconds of audio → display latency is degradation too", () => {
   const run = syntheticRun([
     { users: 0, cpuMsPerS: 20, slowShare: 0 },

@@ -129,24 +129,28 @@ export class Gateway {
     });
     app.setNotFoundHandler((req, reply) => void reply.code(404).send({ success: false, error: "not_found", message: `No route ${req.method} ${req.url.split("?")[0]}` }));
 
-    app.post("/v1/route", async (req, reply) => {
+    // The phone's core token is checked in onRequest, before any body is read: a bad token is a 401
+    // whatever the body holds, and an unauthenticated client cannot make us parse anything.
+    const users = new WeakMap<FastifyRequest, string>();
+    const requireUser = async (req: FastifyRequest, reply: FastifyReply) => {
       const u = this.userFrom(req.headers.authorization, undefined);
       if (!u.ok) return reply.code(u.status).send(u.body);
-      const d = await this.decide(u.userId);
+      users.set(req, u.userId);
+    };
+    app.post("/v1/route", { onRequest: requireUser }, async (req, reply) => {
+      const d = await this.decide(users.get(req)!);
       if (!d.ok) return reply.code(503).header("retry-after", String(d.retryAfterS)).send(this.failBody(d));
       return this.routeBody(d.pod, d);
     });
 
     // REST paths that need the session: 307 to the same path on the owner (same-origin by default).
     const redirect = async (req: FastifyRequest, reply: FastifyReply) => {
-      const u = this.userFrom(req.headers.authorization, undefined);
-      if (!u.ok) return reply.code(u.status).send(u.body);
-      const d = await this.decide(u.userId);
+      const d = await this.decide(users.get(req)!);
       if (!d.ok) return reply.code(503).header("retry-after", String(d.retryAfterS)).send(this.failBody(d));
       this.metrics.redirects.inc({ kind: "rest" });
       return reply.code(307).header("location", `${d.pod.endpoints.httpUrl}${req.url}`).send();
     };
-    for (const prefix of ["/apps/*", "/api/*"]) app.route({ method: ["GET", "POST", "PUT", "DELETE", "PATCH"], url: prefix, handler: redirect });
+    for (const prefix of ["/apps/*", "/api/*"]) app.route({ method: ["GET", "POST", "PUT", "DELETE", "PATCH"], url: prefix, onRequest: requireUser, handler: redirect });
 
     this.admin(app);
     app.get("/livez", async (_req, reply) => reply.type("text/plain").send("ok"));
@@ -184,6 +188,10 @@ export class Gateway {
     });
     const control = (action: "cordon" | "uncordon" | "drain" | "undrain") =>
       async (req: FastifyRequest<{ Params: { podId: string }; Body: { deadlineMs?: number; ratePerS?: number } | undefined }>, reply: FastifyReply) => {
+        const raw: unknown = req.body;
+        if (raw !== undefined && (raw === null || typeof raw !== "object" || Array.isArray(raw))) {
+          return reply.code(400).send({ success: false, error: "invalid_request", message: "The body must be a JSON object (or empty)" });
+        }
         await this.router.refresh();
         const pod = this.router.pod(req.params.podId);
         if (!pod) return reply.code(404).send({ success: false, error: "pod_not_found", message: `No live pod ${req.params.podId}` });

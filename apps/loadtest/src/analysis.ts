@@ -260,10 +260,16 @@ function predict(fit: LinearFit | null, y: number): number | null {
 /** The knee, the breaking point, whether the generator held up, and the answer in one sentence. */
 export function decide(steps: readonly StepResultWithPods[], fits: Fits, o: Pick<LoadtestOptions, "lagThresholdMs" | "features" | "failThreshold"> & { latencyThresholdMs?: number }): Verdict {
   const loaded = steps.filter((s) => s.users > 0);
-  const saturatedStep = loaded.find((s) => !s.trusted) ?? null;
-  const knee = loaded.find((s) => s.overThreshold) ?? null;
-  const broken = loaded.find((s) => s.broken) ?? null;
-  const lastTrusted = [...loaded].reverse().find((s) => s.trusted && (!saturatedStep || s.index < saturatedStep.index)) ?? null;
+  // Only trusted steps speak about the pod. An untrusted step followed by a trusted one (the machine
+  // was busy for a moment: another job, a compile) is set aside, since the later step carried more
+  // users under fair conditions; untrusted steps after the last trusted one end what can be said.
+  const lastTrustedAny = [...loaded].reverse().find((s) => s.trusted) ?? null;
+  const saturatedStep = loaded.find((s) => !s.trusted && (!lastTrustedAny || s.index > lastTrustedAny.index)) ?? null;
+  const setAside = loaded.filter((s) => !s.trusted && s !== saturatedStep && (!saturatedStep || s.index < saturatedStep.index));
+  const judged = loaded.filter((s) => s.trusted);
+  const knee = loaded.find((s) => s.overThreshold && !setAside.includes(s)) ?? null; // as seen, trusted or not
+  const broken = judged.find((s) => s.broken) ?? null;
+  const lastTrusted = lastTrustedAny;
 
   const cpu = fits.cpuMsPerS;
   const mem = fits.rssMB;
@@ -292,11 +298,11 @@ export function decide(steps: readonly StepResultWithPods[], fits: Fits, o: Pick
   let answer: string;
   const th = o.lagThresholdMs;
   // Where the pod stopped coping: lag over the threshold, or connections failing, whichever came first.
-  const limit = loaded.find((s) => s.overThreshold || s.broken) ?? null;
+  const limit = judged.find((s) => s.overThreshold || s.broken) ?? null;
   const failed = (s: StepResultWithPods) => `connections failed at ${Math.round(s.users)} users (${(s.failureRate * 100).toFixed(1)}% of attempts)`;
   if (limit && (!saturatedStep || limit.index < saturatedStep.index)) {
     kind = "capacity";
-    const prev = [...loaded].reverse().find((s) => s.index < limit.index) ?? null;
+    const prev = [...judged].reverse().find((s) => s.index < limit.index) ?? null;
     capacityUsers = prev ? Math.round(prev.podSessionsMax) : 0;
     const at = Math.round(limit.podSessionsMax || limit.users);
     answer = prev
@@ -326,11 +332,14 @@ export function decide(steps: readonly StepResultWithPods[], fits: Fits, o: Pick
   } else if (lastTrusted) {
     kind = "above";
     capacityUsers = Math.round(lastTrusted.podSessionsMax);
-    const worst = Math.max(...loaded.map((s) => s.lagP99Ms ?? 0));
+    const worst = Math.max(...judged.map((s) => s.lagP99Ms ?? 0));
     answer = `One pod held all ${capacityUsers} users tested (${what}) with event-loop lag p99 ≤ ${th} ms (worst ${fmt(worst, 0)} ms), so its capacity is above ${capacityUsers}` + (costs ? `; ${costs}${prediction}.` : ".");
   } else {
     kind = "none";
     answer = "No step was measured, so there is no answer.";
+  }
+  if (setAside.length && kind !== "none") {
+    answer += ` Set aside (the generator or machine was saturated there, a later step was not): ${setAside.map((s) => `${Math.round(s.users)} users (${s.saturation.join("; ")})`).join(", ")}.`;
   }
   if (broken) answer += ` Connections started failing at ${Math.round(broken.users)} users (${(broken.failureRate * 100).toFixed(1)}% of attempts${Object.keys(broken.failuresByKind).length ? `: ${Object.entries(broken.failuresByKind).map(([k, v]) => `${k} ×${v}`).join(", ")}` : ""}).`;
 
