@@ -11,6 +11,7 @@
  * Gateway: --gateway or MENTRA_GATEWAY (default http://127.0.0.1:7000); admin token: --admin-token
  * or ADMIN_TOKEN (default dev-admin-token, the local cluster's); JWT_SECRET for minted tokens.
  */
+import { readFileSync } from "node:fs";
 import { spawn } from "node:child_process";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -119,6 +120,18 @@ async function main() {
       };
       process.on("SIGINT", () => void stop());
       process.on("SIGTERM", () => void stop());
+      // `kill <npm pid>` ends npm and its shell without passing the signal on, leaving this process
+      // (under tsx) and its pods running. Stop when the process that started us goes away.
+      const starters = starterPids();
+      const watch = setInterval(() => {
+        const now = starterPids();
+        if (starters.some((pid, i) => now[i] !== pid)) {
+          clearInterval(watch);
+          process.stderr.write("the process that started this cluster has exited: stopping\n");
+          void stop();
+        }
+      }, 1000);
+      watch.unref();
       return;
     }
     case "pods": {
@@ -198,3 +211,17 @@ async function watchDrain(podId: string, deadlineMs: number) {
 }
 
 await main();
+
+/** Our parent and its parent (Linux /proc; [] elsewhere): tsx and the shell npm runs it in. */
+function starterPids(): number[] {
+  const parentOf = (pid: number): number | null => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    } catch {
+      return null;
+    }
+  };
+  const grand = parentOf(process.ppid);
+  return grand === null ? [process.ppid] : [process.ppid, grand];
+}
