@@ -3,7 +3,9 @@
  *
  * - values.yaml validates against values.schema.json (ajv), deliberately wrong values are refused,
  *   every `.Values.…` the templates read exists, the YAML and JSON files parse, the chart's
- *   PrometheusRule is deploy/prometheus-rules.yaml with the values' thresholds, the chart ships
+ *   PrometheusRule is deploy/prometheus-rules.yaml with the values' thresholds, the HPA and the KEDA
+ *   ScaledObject (rendered by a small emulation of the Go template functions they use) carry the
+ *   values' targets (event-loop utilisation as a quantity, 0.75 → "750m"), the chart ships
  *   deploy/grafana-dashboard.json unchanged, and every env var the chart sets is one the apps read;
  * - every metric name in the adapter rules, the KEDA and Porter queries, the alert rules and the
  *   dashboard is exported by a live pod or gateway (scraped here), so a renamed metric fails CI;
@@ -21,7 +23,7 @@ import { readFileSync, readdirSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Ajv } from "ajv";
-import { parse as parseYaml, parseAllDocuments } from "yaml";
+import { parse as parseYaml, parseAllDocuments, stringify as stringifyYaml } from "yaml";
 import { Gateway, loadGatewayConfig } from "@mentra-cluster/gateway";
 import { MemoryAssignmentStore, MemoryPodRegistry } from "@mentra-cluster/registry";
 import { mintUserToken } from "@mentra-cluster/protocol";
@@ -88,6 +90,10 @@ test("values.yaml validates against values.schema.json; wrong values are refused
     ["monitoring.kind", "Prometheus", "/monitoring/kind"],
     ["udp.port", 80, "/udp/port"],
     ["secrets", "my-secret", "/secrets"],
+    ["autoscaling.targetEventLoopUtilization", 0, "/autoscaling/targetEventLoopUtilization"],
+    ["autoscaling.targetEventLoopUtilization", 75, "/autoscaling/targetEventLoopUtilization"],
+    ["autoscaling.targetEventLoopUtilization", "750m", "/autoscaling/targetEventLoopUtilization"],
+    ["alerts.eluWarning", 1.2, "/alerts/eluWarning"],
   ];
   for (const [path, v, where] of wrong) {
     assert.equal(validate(withValue(path, v)), false, `${path}=${JSON.stringify(v)} must be refused`);
@@ -140,8 +146,8 @@ test("deploy/ YAML, Chart.yaml and values.yaml parse; the dashboards parse and t
   assert.match(read(join(TEMPLATES, "grafana-dashboard.yaml")), /\.Files\.Get "dashboards\/mentra-cluster\.json"/);
 });
 
-/** The chart's PrometheusRule body with `{{ .Values.… }}` filled from values.yaml and {{`raw`}} unwrapped. */
-function renderRuleTemplate(): Obj {
+/** The chart's PrometheusRule body with `{{ .Values.… }}` filled from values.yaml (or `vals`) and {{`raw`}} unwrapped. */
+function renderRuleTemplate(vals: Obj = values): Obj {
   const text = read(join(TEMPLATES, "prometheusrule.yaml"));
   const lines = text.split("\n");
   const start = lines.indexOf("spec:");
@@ -149,7 +155,7 @@ function renderRuleTemplate(): Obj {
   assert.ok(start > 0 && end > start, "prometheusrule.yaml: spec: … {{- end }}");
   let body = lines.slice(start + 1, end).join("\n");
   body = body.replace(/\{\{ \.Values\.([A-Za-z0-9_.]+) \}\}/g, (_m, path: string) => {
-    const v = get(values, path);
+    const v = get(vals, path);
     assert.ok(typeof v === "number" || typeof v === "string", `values.${path}`);
     return String(v);
   });
@@ -162,9 +168,270 @@ test("the chart's PrometheusRule is deploy/prometheus-rules.yaml with the thresh
   const plain = parseYaml(read(join(DEPLOY, "prometheus-rules.yaml"))) as Obj;
   assert.deepEqual(renderRuleTemplate(), { groups: plain.groups });
   const alerts = (plain.groups as Obj[]).flatMap((g) => g.rules as Obj[]).filter((r) => r.alert).map((r) => r.alert);
-  for (const a of ["MentraEventLoopLagHigh", "MentraSessionsOverCapacityWarning", "MentraPodMissingFromRegistry", "MentraDrainPastDeadline", "MentraDrainHitDeadline", "MentraUnhandledRejections"]) {
+  for (const a of ["MentraEventLoopLagHigh", "MentraEventLoopBusy", "MentraSessionsOverCapacityWarning", "MentraPodMissingFromRegistry", "MentraDrainPastDeadline", "MentraDrainHitDeadline", "MentraUnhandledRejections"]) {
     assert.ok(alerts.includes(a), `alert ${a}`);
   }
+
+  // The thresholds come from values (not copied into the template): another value renders another
+  // threshold, and deploy's defaults are values.yaml's.
+  const rule = (groups: Json, name: string) => (groups as Obj[]).flatMap((g) => g.rules as Obj[]).find((r) => r.alert === name)!;
+  const busy = rule(plain.groups, "MentraEventLoopBusy");
+  assert.match(busy.expr as string, /avg_over_time\(mentra_event_loop_utilization\[5m\]\)\) > ([0-9.]+)$/);
+  assert.equal(Number(/> ([0-9.]+)$/.exec(busy.expr as string)![1]), num("alerts.eluWarning"), "deploy's MentraEventLoopBusy threshold is alerts.eluWarning");
+  assert.equal(busy.for, "5m");
+  assert.equal((busy.labels as Obj).severity, "warning");
+  assert.match((busy.annotations as Obj).description as string, /transcripts[\s\S]*lag p99 looks fine/);
+  for (const [path, name, v] of [["alerts.eluWarning", "MentraEventLoopBusy", 0.8], ["alerts.sessionsWarning", "MentraSessionsOverCapacityWarning", 123]] as const) {
+    const rendered = rule(renderRuleTemplate(withValue(path, v)).groups!, name);
+    assert.ok((rendered.expr as string).endsWith(`> ${v}`), `${name} follows values.${path}: ${rendered.expr}`);
+  }
+  // Warnings sit above the autoscaling targets (the HPA acts first); the ELU warning at most the placement cap.
+  assert.ok(num("alerts.eluWarning") > num("autoscaling.targetEventLoopUtilization"), "alerts.eluWarning above the ELU target");
+  assert.ok(num("alerts.eluWarning") <= num("pod.eluCap"), "alerts.eluWarning at most pod.eluCap");
+  assert.ok(num("alerts.sessionsWarning") > num("autoscaling.targetSessionsPerPod"), "alerts.sessionsWarning above the sessions target");
+});
+
+// ---------------------------------------------------------------- autoscaling, rendered
+
+/**
+ * A value in a Go template as Helm has it: numbers from values.yaml are float64, number literals in
+ * the template are int (or float64 with a point), so `0.75 | int` is 0 here as in Helm.
+ */
+type GoVal = { t: "int" | "float"; v: number } | { t: "string"; v: string } | { t: "nil" };
+const goStr = (v: string): GoVal => ({ t: "string", v });
+
+/** Go's %v of a float64 (shortest digits; exponent form below 1e-4 and from 1e6 on): 0.75, 450, 1e+06. */
+function goFloat(x: number): string {
+  if (x === 0 || !Number.isFinite(x)) return String(x);
+  const [mant, e] = x.toExponential().split("e") as [string, string];
+  const exp = Number(e);
+  if (exp < -4 || exp >= 6) return `${mant}e${exp < 0 ? "-" : "+"}${String(Math.abs(exp)).padStart(2, "0")}`;
+  return String(x);
+}
+/** sprig's strval / fmt's %v. */
+function goString(x: GoVal): string {
+  if (x.t === "string") return x.v;
+  if (x.t === "nil") return "<nil>";
+  return x.t === "int" ? String(x.v) : goFloat(x.v);
+}
+const goNum = (x: GoVal): number => {
+  assert.ok(x.t === "int" || x.t === "float", `a number, got ${JSON.stringify(x)}`);
+  return x.v;
+};
+function goPrintf(format: string, args: GoVal[]): string {
+  let i = 0;
+  return format.replace(/%([%dsvq])/g, (_m, verb: string) => {
+    if (verb === "%") return "%";
+    const a = args[i++];
+    assert.ok(a, `printf ${JSON.stringify(format)}: missing argument`);
+    if (verb === "d") return a.t === "int" ? String(a.v) : `%!d(${a.t === "float" ? "float64" : a.t}=${goString(a)})`;
+    if (verb === "q") return JSON.stringify(goString(a));
+    return goString(a);
+  });
+}
+
+/** The sprig and Helm functions the chart's autoscaling template uses, with their Go semantics. */
+const GO_FUNCS: Record<string, (...args: GoVal[]) => GoVal> = {
+  // cast.ToInt: float64 truncates; a string must be an integer ("0.75" is an error, so 0).
+  int: (x) => ({ t: "int", v: x.t === "string" ? (/^-?\d+(\.0*)?$/.test(x.v) ? Math.trunc(Number(x.v)) : 0) : x.t === "nil" ? 0 : Math.trunc(x.v) }),
+  quote: (...xs) => goStr(xs.filter((x) => x.t !== "nil").map((x) => JSON.stringify(goString(x))).join(" ")),
+  // Plain float64 multiplication (older sprig; newer sprig multiplies decimals, which is never less exact).
+  mulf: (a, ...bs) => ({ t: "float", v: bs.reduce((acc, b) => acc * goNum(b), goNum(a)) }),
+  round: (a, p, roundOn = { t: "float", v: 0.5 }) => {
+    const pow = 10 ** goNum(p);
+    const digit = pow * goNum(a);
+    const frac = digit - Math.trunc(digit);
+    return { t: "float", v: (frac >= goNum(roundOn) ? Math.ceil(digit) : Math.floor(digit)) / pow };
+  },
+  printf: (format, ...args) => goStr(goPrintf(goString(format), args)),
+  toYaml: (x) => {
+    assert.equal(x.t, "string", "toYaml of a values subtree");
+    return goStr(x.v);
+  },
+  nindent: (n, s) => goStr("\n" + goString(s).split("\n").map((l) => " ".repeat(goNum(n)) + l).join("\n")),
+  include: (name) => {
+    assert.equal(goString(name), "mentra-cluster.labels", "include: only the labels helper is stubbed");
+    return goStr("app.kubernetes.io/name: mentra-cluster\napp.kubernetes.io/instance: mentra-cluster");
+  },
+};
+
+/**
+ * Renders a template body (no if/range/with): each action is a pipeline of .Values paths, .Release
+ * fields, $variables, literals, parentheses and GO_FUNCS; `$x := …` assigns; {{- and -}} trim.
+ */
+function renderGoTemplate(body: string, vals: Obj, vars: Record<string, string>): string {
+  const release: Record<string, string> = { Name: "mentra-cluster", Namespace: "mentra" };
+  const evaluate = (action: string): GoVal => {
+    const tokens = [...action.matchAll(/\s*(\(|\)|\||:=|"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?|\$[A-Za-z0-9_]+|\.[A-Za-z0-9_.]*|[A-Za-z][A-Za-z0-9_]*)/gy)].map((m) => m[1]!);
+    assert.equal(tokens.join("").replace(/\s/g, ""), action.replace(/\s/g, ""), `tokenised all of {{ ${action} }}`);
+    let i = 0;
+    const peek = () => tokens[i];
+    const operand = (): GoVal => {
+      const t = tokens[i++];
+      assert.ok(t !== undefined, `{{ ${action} }}: operand expected`);
+      if (t === "(") {
+        const v = pipeline();
+        assert.equal(tokens[i++], ")", `{{ ${action} }}: )`);
+        return v;
+      }
+      if (t.startsWith('"')) return goStr(JSON.parse(t) as string);
+      if (/^-?\d/.test(t)) return { t: t.includes(".") ? "float" : "int", v: Number(t) };
+      if (t.startsWith("$")) {
+        assert.ok(t.slice(1) in vars, `{{ ${action} }}: ${t} is defined`);
+        return goStr(vars[t.slice(1)]!);
+      }
+      if (t === ".") return { t: "nil" };
+      if (t.startsWith(".Release.")) return goStr(release[t.slice(9)]!);
+      assert.ok(t.startsWith(".Values."), `{{ ${action} }}: unsupported operand ${t}`);
+      const v = get(vals, t.slice(8));
+      assert.ok(v !== undefined, `${t} exists`);
+      if (typeof v === "number") return { t: "float", v };
+      if (typeof v === "string") return goStr(v);
+      return goStr(stringifyYaml(v).trimEnd()); // only toYaml takes a subtree
+    };
+    const command = (piped?: GoVal): GoVal => {
+      const t = peek()!;
+      if (/^[A-Za-z]/.test(t)) {
+        const fn = GO_FUNCS[t];
+        assert.ok(fn, `{{ ${action} }}: function ${t} is emulated`);
+        i++;
+        const args: GoVal[] = [];
+        while (i < tokens.length && peek() !== "|" && peek() !== ")") args.push(operand());
+        return fn(...(piped ? [...args, piped] : args));
+      }
+      assert.equal(piped, undefined, `{{ ${action} }}: only a function takes a piped value`);
+      return operand();
+    };
+    const pipeline = (): GoVal => {
+      let v = command();
+      while (peek() === "|") {
+        i++;
+        v = command(v);
+      }
+      return v;
+    };
+    if (tokens[1] === ":=") {
+      i = 2;
+      vars[tokens[0]!.slice(1)] = goString(pipeline());
+      return goStr("");
+    }
+    const v = pipeline();
+    assert.equal(i, tokens.length, `{{ ${action} }}: parsed to the end`);
+    return v;
+  };
+  const trimmed = body.replace(/\s*\{\{-\s/g, "{{ ").replace(/\s-\}\}\s*/g, " }}");
+  return trimmed.replace(/\{\{ ([\s\S]*?) \}\}/g, (_m, action: string) => goString(evaluate(action.trim())));
+}
+
+/** templates/autoscaling.yaml rendered for autoscaling.mode = hpa or keda, parsed. */
+function renderScaling(vals: Obj): Obj {
+  const text = read(join(TEMPLATES, "autoscaling.yaml"));
+  const m = /^\{\{- \$fullname := include "mentra-cluster\.fullname" \. \}\}\n\{\{- \$podSet := include "mentra-cluster\.podSet" \. \}\}\n\{\{- if eq \.Values\.autoscaling\.mode "hpa" \}\}\n([\s\S]*)\{\{- else if eq \.Values\.autoscaling\.mode "keda" \}\}\n([\s\S]*)\{\{- end \}\}\n?$/.exec(text);
+  assert.ok(m, "autoscaling.yaml: $fullname, $podSet, then if hpa … else if keda … end");
+  const mode = get(vals, "autoscaling.mode");
+  assert.ok(mode === "hpa" || mode === "keda", `autoscaling.mode ${String(mode)}`);
+  const body = mode === "hpa" ? m[1]! : m[2]!;
+  return parseYaml(renderGoTemplate(body, vals, { fullname: "mentra-cluster", podSet: "mentra-cluster-pod" })) as Obj;
+}
+
+/** A Kubernetes quantity's value (decimal, optionally with a decimal SI suffix). */
+function quantity(q: string): number {
+  const m = /^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|P|E)?$/.exec(q);
+  assert.ok(m, `${q} is a decimal Kubernetes quantity`);
+  if (m[2] === "m") return Number(m[1]) / 1000;
+  return Number(m[1]) * ({ k: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15, E: 1e18 }[m[2] ?? ""] ?? 1);
+}
+
+test("the emulated Go template functions behave as in Helm", () => {
+  const r = (action: string, vals: Obj = {}) => renderGoTemplate(`{{ ${action} }}`, vals, {});
+  assert.equal(r(".Values.x | int | quote", { x: 0.75 }), '"0"', "int truncates");
+  assert.equal(r(".Values.x | quote", { x: 0.75 }), '"0.75"');
+  assert.equal(r(".Values.x", { x: 1000000 }), "1e+06");
+  assert.equal(r(".Values.x | int", { x: 1000000 }), "1000000");
+  assert.equal(r('printf "%dm" .Values.x', { x: 750 }), "%!d(float64=750)m", "%d takes an int, not a float64");
+  assert.equal(r("round (mulf .Values.x 1000) 0 | int", { x: 0.7505 }), "751");
+  assert.equal(r("round 749.49 0 | int"), "749");
+  assert.equal(renderGoTemplate("a\n  {{- $s := printf \"%s-%q\" \"x\" .Release.Namespace }}\nb: { {{- $s -}} }", {}, {}), 'a\nb: {x-"mentra"}');
+});
+
+test("autoscaling renders the values' targets: lag, sessions and event-loop utilisation (as a quantity) for the HPA and KEDA", () => {
+  const elu = num("autoscaling.targetEventLoopUtilization");
+  assert.ok(elu > 0 && elu < 1, "a fraction");
+  assert.equal(elu, 0.75);
+
+  const hpaMetrics = (vals: Obj) => {
+    const hpa = renderScaling(vals);
+    assert.equal(hpa.kind, "HorizontalPodAutoscaler");
+    assert.equal(get(hpa, "spec.minReplicas"), get(vals, "autoscaling.minReplicas"));
+    assert.deepEqual(get(hpa, "spec.behavior"), get(vals, "autoscaling.behavior"));
+    const out: Record<string, string> = {};
+    for (const m of get(hpa, "spec.metrics") as Obj[]) {
+      assert.equal(m.type, "Pods");
+      assert.equal(get(m, "pods.target.type"), "AverageValue");
+      const v = get(m, "pods.target.averageValue");
+      assert.equal(typeof v, "string", "averageValue is a quoted quantity");
+      out[get(m, "pods.metric.name") as string] = v as string;
+    }
+    return out;
+  };
+  assert.deepEqual(hpaMetrics(values), {
+    mentra_event_loop_lag_p99_2m_ms: String(num("autoscaling.targetLagP99Ms")),
+    mentra_user_sessions: String(num("autoscaling.targetSessionsPerPod")),
+    mentra_event_loop_utilization_2m: `${Math.round(elu * 1000)}m`,
+  });
+  assert.equal(hpaMetrics(values).mentra_event_loop_utilization_2m, "750m");
+  // Other fractions render as their value in thousandths, not truncated.
+  for (const v of [0.7, 0.57, 0.6, 0.29, 0.333, 0.9, 1]) {
+    const q = hpaMetrics(withValue("autoscaling.targetEventLoopUtilization", v)).mentra_event_loop_utilization_2m!;
+    assert.equal(quantity(q), v, `targetEventLoopUtilization ${v} → ${q}`);
+  }
+
+  const keda = renderScaling(withValue("autoscaling.mode", "keda"));
+  assert.equal(keda.kind, "ScaledObject");
+  const triggers = Object.fromEntries((get(keda, "spec.triggers") as Obj[]).map((t) => [t.name as string, t]));
+  assert.deepEqual(Object.keys(triggers).sort(), ["event-loop-lag-p99", "event-loop-utilization", "sessions-per-pod"]);
+  for (const t of Object.values(triggers)) {
+    assert.equal(t.type, "prometheus");
+    assert.equal(get(t, "metadata.ignoreNullValues"), "false", `${t.name}: no data holds the replica count`);
+    assert.equal(get(t, "metadata.serverAddress"), str("autoscaling.keda.prometheusServerAddress"));
+    assert.match(get(t, "metadata.query") as string, /\{namespace="mentra", pod=~"mentra-cluster-pod-\[0-9\]\+"\}/);
+  }
+  const eluTrigger = triggers["event-loop-utilization"]!;
+  assert.equal(eluTrigger.metricType, "Value", "an average over pods, like the lag trigger");
+  assert.equal(get(triggers["event-loop-lag-p99"]!, "metricType"), "Value");
+  assert.match(get(eluTrigger, "metadata.query") as string, /^avg\(max by \(pod\) \(avg_over_time\(mentra_event_loop_utilization\{[^}]*\}\[2m\]\)\)\)$/);
+  // KEDA parses the threshold as a decimal number (strconv.ParseFloat), not as a quantity.
+  assert.equal(get(eluTrigger, "metadata.threshold"), String(elu));
+  for (const v of [0.7, 0.57, 1]) {
+    const kedaValues = withValue("autoscaling.mode", "keda");
+    (kedaValues.autoscaling as Obj).targetEventLoopUtilization = v;
+    const t = (get(renderScaling(kedaValues), "spec.triggers") as Obj[]).find((x) => x.name === "event-loop-utilization")!;
+    assert.equal(Number(get(t, "metadata.threshold")), v, `KEDA threshold for ${v}: ${String(get(t, "metadata.threshold"))}`);
+  }
+  assert.equal(get(triggers["sessions-per-pod"]!, "metadata.threshold"), String(num("autoscaling.targetSessionsPerPod")));
+  assert.equal(get(triggers["event-loop-lag-p99"]!, "metadata.threshold"), String(num("autoscaling.targetLagP99Ms")));
+
+  // The adapter serves the ELU metric per pod as the 2-minute average, with the other rules' resources.
+  const adapter = parseYaml(read(join(DEPLOY, "prometheus-adapter-rules.yaml"))) as Obj;
+  const rules = (adapter.rules as Obj).custom as Obj[];
+  const eluRule = rules.find((r) => get(r, "name.as") === "mentra_event_loop_utilization_2m");
+  assert.ok(eluRule, "an adapter rule serves mentra_event_loop_utilization_2m");
+  assert.match(eluRule.seriesQuery as string, /^mentra_event_loop_utilization\{namespace!="",pod!=""\}$/);
+  assert.match(eluRule.metricsQuery as string, /avg_over_time\(<<\.Series>>\{<<\.LabelMatchers>>\}\[2m\]\)/);
+  assert.match(eluRule.metricsQuery as string, /by \(<<\.GroupBy>>\)/);
+  for (const r of rules) assert.deepEqual(r.resources, rules[0]!.resources, `${get(r, "name.as")}: same resource overrides`);
+});
+
+test("the dashboards' event-loop utilisation and sessions panels draw the values' targets and warnings", () => {
+  const dashboard = JSON.parse(read(join(DEPLOY, "grafana-dashboard.json"))) as Obj;
+  const panels = dashboard.panels as Obj[];
+  const steps = (p: Obj) => (get(p, "fieldConfig.defaults.thresholds.steps") as Obj[]).map((s) => s.value);
+  const elu = panels.find((p) => dashboardQueries(p).some((q) => /avg_over_time\(mentra_event_loop_utilization\{[^}]*\}\[2m\]\)/.test(q)));
+  assert.ok(elu, "a panel shows the 2-minute event-loop utilisation per pod");
+  for (const v of [num("autoscaling.targetEventLoopUtilization"), num("alerts.eluWarning")]) assert.ok(steps(elu).includes(v), `ELU panel line at ${v}`);
+  const sessions = panels.find((p) => dashboardQueries(p).some((q) => /^mentra_user_sessions\{/.test(q)));
+  assert.ok(sessions, "a panel shows sessions per pod");
+  for (const v of [num("autoscaling.targetSessionsPerPod"), num("alerts.sessionsWarning")]) assert.ok(steps(sessions).includes(v), `sessions panel line at ${v}`);
 });
 
 // ---------------------------------------------------------------- commands and env
@@ -328,7 +595,7 @@ test("metric names in the adapter rules, KEDA and Porter queries, alerts and das
   }
   const scaling = read(join(TEMPLATES, "autoscaling.yaml"));
   const keda = [...scaling.matchAll(/query: >-\n\s*(.+)/g)].map((m) => m[1]!);
-  assert.equal(keda.length, 2, "two KEDA prometheus triggers");
+  assert.equal(keda.length, 3, "three KEDA prometheus triggers");
   for (const q of keda) queries.push(["templates/autoscaling.yaml KEDA query", q]);
   const porter = parseYaml(read(join(DEPLOY, "porter.yaml"))) as Obj;
   for (const s of porter.services as Obj[]) {
@@ -353,13 +620,13 @@ test("metric names in the adapter rules, KEDA and Porter queries, alerts and das
     }
   }
   assert.deepEqual(unknown, [], "metrics used but not exported");
-  for (const n of ["mentra_event_loop_delay_seconds_bucket", "mentra_user_sessions", "mentra_gateway_pods", "mentra_pod_draining", "mentra_drain_deadline_seconds", "mentra_drains_past_deadline_total", "mentra_unhandled_rejections_total"]) {
+  for (const n of ["mentra_event_loop_delay_seconds_bucket", "mentra_event_loop_utilization", "mentra_user_sessions", "mentra_gateway_pods", "mentra_pod_draining", "mentra_drain_deadline_seconds", "mentra_drains_past_deadline_total", "mentra_unhandled_rejections_total"]) {
     assert.ok(used.has(n), `${n} is used`);
   }
 
   // The HPA asks prometheus-adapter for exactly the metrics its rules serve.
   const hpaMetrics = [...scaling.matchAll(/metric:\n\s*name: (\S+)/g)].map((m) => m[1]!);
-  assert.equal(hpaMetrics.length, 2);
+  assert.deepEqual(hpaMetrics.sort(), ["mentra_event_loop_lag_p99_2m_ms", "mentra_event_loop_utilization_2m", "mentra_user_sessions"]);
   for (const n of hpaMetrics) assert.ok(adapterNames.has(n), `HPA metric ${n} is served by an adapter rule (${[...adapterNames].join(", ")})`);
 });
 
