@@ -7,64 +7,33 @@
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { AppSim, PhoneSim, gatewayResolver, route, RouteError } from "@mentra-cluster/phone-sim";
-import { mintUserToken } from "@mentra-cluster/protocol";
+import { route, RouteError, type AppSim, type PhoneSim } from "@mentra-cluster/phone-sim";
 import { parsePrometheusText } from "@mentra-cluster/metrics";
-import { startLocalCluster, type LocalCluster } from "@mentra-cluster/cli";
+import type { LocalCluster } from "@mentra-cluster/cli";
 import { Gateway, loadGatewayConfig } from "@mentra-cluster/gateway";
 import { RedisAssignmentStore, RedisPodRegistry } from "@mentra-cluster/registry";
-import { hashApiKey } from "@mentra-cluster/directory";
 import pino from "pino";
-import { startRedis, type RedisHandle } from "./helpers/redis.ts";
+import type { RedisHandle } from "./helpers/redis.ts";
+import { startRedisCluster, type RedisClusterFixture } from "./helpers/redisCluster.ts";
 import { eventually, sleep } from "./helpers/pod.ts";
 
-const SECRET = "redis-secret";
 const TICKET_KEY = "redis-ticket";
-const ADMIN = "redis-admin";
-const PKG = "com.test.cluster";
-const KEY = "cluster-key";
+let fx: RedisClusterFixture;
 let redis: RedisHandle;
 let cluster: LocalCluster;
 let app: AppSim;
-const phones: PhoneSim[] = [];
+let PKG: string;
+let SECRET: string;
+let ADMIN: string;
 
 before(async () => {
-  redis = await startRedis();
-  app = await new AppSim({ packageName: PKG, apiKey: KEY, echo: "none" }).start();
-  cluster = await startLocalCluster({
-    pods: 3,
-    gatewayPort: 0,
-    redisUrl: redis.url,
-    jwtSecret: SECRET,
-    ticketKey: TICKET_KEY,
-    adminToken: ADMIN,
-    logLevel: "warn",
-    // The machine runs the load generator too: placement caps are not what this test is about.
-    podEnv: { PLACEMENT_LAG_P99_CAP_MS: "2000", ELU_CAP: "1.01", READY_LAG_P99_CAP_MS: "5000" },
-    seed: { apps: [{ packageName: PKG, name: PKG, publicUrl: app.publicUrl, hashedApiKey: hashApiKey(KEY) }] },
-  });
+  fx = await startRedisCluster({ name: "redis", ticketKey: TICKET_KEY });
+  ({ redis, cluster, lean: app, leanPkg: PKG, secret: SECRET, adminToken: ADMIN } = fx);
 });
-after(async () => {
-  await Promise.all(phones.map((p) => p.dispose().catch(() => undefined)));
-  await cluster?.stop();
-  await app?.stop();
-  await redis?.stop();
-});
+after(() => fx?.stop());
 
-const token = (u: string) => mintUserToken(u, SECRET);
-function phoneVia(user: string, reconnect = false): PhoneSim {
-  const t = token(user);
-  const p = new PhoneSim({
-    wsUrl: "ws://unused",
-    restBase: "http://unused",
-    token: t,
-    userId: user,
-    resolveEndpoint: gatewayResolver(cluster.gatewayUrl, t),
-    reconnect: reconnect ? { baseMs: 500, maxMs: 3000 } : false,
-  });
-  phones.push(p);
-  return p;
-}
+const token = (u: string) => fx.token(u);
+const phoneVia = (user: string, reconnect = false): PhoneSim => fx.phone(user, { reconnect: reconnect ? { baseMs: 500, maxMs: 3000 } : false });
 async function podMetrics(podId: string) {
   return parsePrometheusText(await (await fetch(`${cluster.gatewayUrl}/p/${podId}/metrics`)).text());
 }
@@ -158,7 +127,7 @@ test("a SIGKILLed pod is out of placement within 6 s; its users are placed elsew
   const t0 = Date.now();
   await cluster.killPod(victim);
   await eventually(async () => {
-    const r = await (await fetch(`${cluster.gatewayUrl}/admin/pods`, { headers: { authorization: `Bearer ${ADMIN}` } })).json();
+    const r = await (await fx.admin("/admin/pods")).json();
     return !r.pods.some((p: { podId: string }) => p.podId === victim);
   }, 8000, "victim gone from the registry");
   const gone = Date.now() - t0;
@@ -193,7 +162,7 @@ test("Redis down 30 s: sessions untouched, known users keep routing, new users 5
   await redis.restart(); // back, and empty
   // Pods re-register; pods re-claim the users they hold; new users are placed again.
   await eventually(async () => {
-    const r = await (await fetch(`${cluster.gatewayUrl}/admin/pods`, { headers: { authorization: `Bearer ${ADMIN}` } })).json();
+    const r = await (await fx.admin("/admin/pods")).json();
     return r.pods.length === 2;
   }, 10_000, "pods back in the registry");
   await eventually(async () => (await route(cluster.gatewayUrl, token("newcomer@example.com"))).podId, 10_000, "new users placed again");

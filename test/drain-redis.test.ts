@@ -8,66 +8,35 @@
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { AppSim, PhoneSim, gatewayResolver } from "@mentra-cluster/phone-sim";
-import { mintUserToken } from "@mentra-cluster/protocol";
-import { startLocalCluster, type LocalCluster } from "@mentra-cluster/cli";
-import { hashApiKey } from "@mentra-cluster/directory";
-import { startRedis, type RedisHandle } from "./helpers/redis.ts";
-import { startSdkApp, type SdkAppHandle } from "./helpers/sdkApp.ts";
+import type { PhoneSim, AppSim } from "@mentra-cluster/phone-sim";
+import type { LocalCluster } from "@mentra-cluster/cli";
+import type { RedisHandle } from "./helpers/redis.ts";
+import type { SdkAppHandle } from "./helpers/sdkApp.ts";
+import { startRedisCluster, type RedisClusterFixture } from "./helpers/redisCluster.ts";
 import { eventually, sleep } from "./helpers/pod.ts";
 
-const SECRET = "dr-secret";
-const ADMIN = "dr-admin";
-const PKG = "com.test.dr.lean";
-const REAL = "com.test.dr.real";
+let fx: RedisClusterFixture;
 let redis: RedisHandle;
 let cluster: LocalCluster;
 let app: AppSim;
 let real: SdkAppHandle;
+let PKG: string;
+let REAL: string;
 
 interface Tracked { user: string; phone: PhoneSim; acks: { podId: string; at: number }[]; closedAt: number[]; refused503: number }
 const tracked: Tracked[] = [];
 
 before(async () => {
-  redis = await startRedis();
-  app = await new AppSim({ packageName: PKG, apiKey: "lean-key", echo: "none" }).start();
-  real = await startSdkApp({ packageName: REAL, apiKey: "real-key", clearStateOnStop: true });
-  cluster = await startLocalCluster({
-    pods: 3,
-    gatewayPort: 0,
-    redisUrl: redis.url,
-    jwtSecret: SECRET,
-    adminToken: ADMIN,
-    logLevel: "warn",
-    podEnv: { PLACEMENT_LAG_P99_CAP_MS: "2000", ELU_CAP: "1.01", READY_LAG_P99_CAP_MS: "5000", DRAIN_DEADLINE_MS: "25000", MAX_NEW_SESSIONS_PER_S: "200" },
-    seed: {
-      apps: [
-        { packageName: PKG, name: PKG, publicUrl: app.publicUrl, hashedApiKey: hashApiKey("lean-key") },
-        { packageName: REAL, name: REAL, publicUrl: real.publicUrl, hashedApiKey: hashApiKey("real-key") },
-      ],
-    },
-  });
+  fx = await startRedisCluster({ name: "dr", real: { clearStateOnStop: true }, podEnv: { DRAIN_DEADLINE_MS: "25000", MAX_NEW_SESSIONS_PER_S: "200" } });
+  ({ redis, cluster, lean: app, leanPkg: PKG, realPkg: REAL } = fx);
+  real = fx.real!;
 });
-after(async () => {
-  await Promise.all(tracked.map((t) => t.phone.dispose().catch(() => undefined)));
-  await cluster?.stop();
-  await app?.stop();
-  await real?.kill();
-  await redis?.stop();
-});
+after(() => fx?.stop());
 
-const admin = (path: string) => fetch(`${cluster.gatewayUrl}${path}`, { method: path.startsWith("/admin/pods/") ? "POST" : "GET", headers: { authorization: `Bearer ${ADMIN}`, "content-type": "application/json" }, body: path.startsWith("/admin/pods/") ? "{}" : undefined });
+const admin = (path: string) => fx.admin(path);
 
 function track(user: string): Tracked {
-  const t = mintUserToken(user, SECRET);
-  const phone = new PhoneSim({
-    wsUrl: "ws://unused",
-    restBase: "http://unused",
-    token: t,
-    userId: user,
-    resolveEndpoint: gatewayResolver(cluster.gatewayUrl, t),
-    reconnect: { baseMs: 250, maxMs: 2000 },
-  });
+  const phone = fx.phone(user, { reconnect: { baseMs: 250, maxMs: 2000 } });
   const tr: Tracked = { user, phone, acks: [], closedAt: [], refused503: 0 };
   phone.on("ack", (a) => tr.acks.push({ podId: a.podId ?? "", at: Date.now() }));
   phone.on("close", () => tr.closedAt.push(Date.now()));

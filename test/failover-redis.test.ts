@@ -6,53 +6,28 @@
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { AppSim, PhoneSim, gatewayResolver } from "@mentra-cluster/phone-sim";
-import { mintUserToken } from "@mentra-cluster/protocol";
+import type { AppSim, PhoneSim } from "@mentra-cluster/phone-sim";
 import { parsePrometheusText } from "@mentra-cluster/metrics";
-import { startLocalCluster, type LocalCluster } from "@mentra-cluster/cli";
-import { hashApiKey } from "@mentra-cluster/directory";
-import { startRedis, type RedisHandle } from "./helpers/redis.ts";
-import { startSdkApp, type SdkAppHandle } from "./helpers/sdkApp.ts";
+import type { LocalCluster } from "@mentra-cluster/cli";
+import type { SdkAppHandle } from "./helpers/sdkApp.ts";
+import { startRedisCluster, type RedisClusterFixture } from "./helpers/redisCluster.ts";
 import { eventually, sleep } from "./helpers/pod.ts";
 
-const SECRET = "fo-secret";
-const ADMIN = "fo-admin";
-const PKG = "com.test.fo.lean";
-const REAL = "com.test.fo.real";
-let redis: RedisHandle;
+let fx: RedisClusterFixture;
 let cluster: LocalCluster;
 let app: AppSim;
 let real: SdkAppHandle;
+let PKG: string;
+let REAL: string;
 const phones = new Map<string, PhoneSim>();
 const owner = new Map<string, string>();
 
 before(async () => {
-  redis = await startRedis();
-  app = await new AppSim({ packageName: PKG, apiKey: "lean", echo: "none" }).start();
-  real = await startSdkApp({ packageName: REAL, apiKey: "real" });
-  cluster = await startLocalCluster({
-    pods: 3,
-    gatewayPort: 0,
-    redisUrl: redis.url,
-    jwtSecret: SECRET,
-    adminToken: ADMIN,
-    logLevel: "warn",
-    podEnv: { PLACEMENT_LAG_P99_CAP_MS: "2000", ELU_CAP: "1.01", READY_LAG_P99_CAP_MS: "5000", LAG_SAMPLE_INTERVAL_MS: "100", MAX_SESSIONS: "250" },
-    seed: {
-      apps: [
-        { packageName: PKG, name: PKG, publicUrl: app.publicUrl, hashedApiKey: hashApiKey("lean") },
-        { packageName: REAL, name: REAL, publicUrl: real.publicUrl, hashedApiKey: hashApiKey("real") },
-      ],
-    },
-  });
+  fx = await startRedisCluster({ name: "fo", real: {}, podEnv: { LAG_SAMPLE_INTERVAL_MS: "100", MAX_SESSIONS: "250" } });
+  ({ cluster, lean: app, leanPkg: PKG, realPkg: REAL } = fx);
+  real = fx.real!;
 });
-after(async () => {
-  await Promise.all([...phones.values()].map((p) => p.dispose().catch(() => undefined)));
-  await cluster?.stop();
-  await app?.stop();
-  await real?.kill();
-  await redis?.stop();
-});
+after(() => fx?.stop());
 
 async function lagBuckets(podId: string): Promise<Map<string, number>> {
   const m = parsePrometheusText(await (await fetch(`${cluster.gatewayUrl}/p/${podId}/metrics`)).text());
@@ -65,8 +40,7 @@ test("SIGKILL one of three pods with 300 users: all working again within 30 s, s
   for (let i = 0; i < users.length; i += 25) {
     await Promise.all(
       users.slice(i, i + 25).map(async (u, j) => {
-        const t = mintUserToken(u, SECRET);
-        const p = new PhoneSim({ wsUrl: "ws://unused", restBase: "http://unused", token: t, userId: u, resolveEndpoint: gatewayResolver(cluster.gatewayUrl, t), reconnect: { baseMs: 1000, maxMs: 8000, jitter: 0.5 } });
+        const p = fx.phone(u, { reconnect: { baseMs: 1000, maxMs: 8000, jitter: 0.5 } });
         p.on("ack", (a) => owner.set(u, a.podId ?? ""));
         phones.set(u, p);
         await p.connect();
@@ -103,6 +77,6 @@ test("SIGKILL one of three pods with 300 users: all working again within 30 s, s
     assert.ok(total > 100, `${id}: ${total} lag samples during the storm`);
     assert.ok(over100ms / total <= 0.01, `${id}: ${over100ms}/${total} samples over 100 ms (p99 must stay under)`);
   }
-  const pods = await (await fetch(`${cluster.gatewayUrl}/admin/pods`, { headers: { authorization: `Bearer ${ADMIN}` } })).json();
+  const pods = await (await fx.admin("/admin/pods")).json();
   for (const p of pods.pods) assert.ok(p.sessions <= p.capacity.maxSessions, `${p.podId} within its cap`);
 });

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { AppSim } from "@mentra-cluster/phone-sim";
 import { parsePrometheusText } from "@mentra-cluster/metrics";
 import { appSeed, eventually, sleep, startTestPod, TEST_SECRET, ADMIN_TOKEN, type TestPod } from "../../../test/helpers/pod.ts";
+import { SEED_METRICS } from "../../../packages/metrics/test/seedMetrics.ts";
 
 const PKG = "com.test.obs";
 const KEY = "obs-secret-api-key";
@@ -23,30 +24,7 @@ after(async () => {
   await app.stop();
 });
 
-const SEED: Record<string, string> = {
-  mentra_user_sessions: "gauge",
-  mentra_miniapp_sessions: "gauge",
-  mentra_event_loop_lag_ms: "gauge",
-  mentra_event_loop_lag_avg_ms: "gauge",
-  mentra_event_loop_lag_p99_ms: "gauge",
-  mentra_udp_packets_received_total: "counter",
-  mentra_udp_packets_dropped_total: "counter",
-  mentra_udp_pings_received_total: "counter",
-  mentra_udp_packets_decrypted_total: "counter",
-  mentra_udp_decryption_failures_total: "counter",
-  mentra_udp_registered_sessions: "gauge",
-  mentra_ws_client_messages_in_total: "counter",
-  mentra_ws_client_messages_out_total: "counter",
-  mentra_ws_miniapp_messages_in_total: "counter",
-  mentra_ws_miniapp_messages_out_total: "counter",
-  mentra_http_requests_total: "counter",
-  mentra_heap_used_bytes: "gauge",
-  mentra_heap_total_bytes: "gauge",
-  mentra_rss_bytes: "gauge",
-  mentra_external_bytes: "gauge",
-  mentra_array_buffers_bytes: "gauge",
-  mentra_uptime_seconds: "gauge",
-};
+const SEED = SEED_METRICS;
 
 async function scrape() {
   const res = await fetch(`${tp.httpUrl}/metrics`);
