@@ -11,6 +11,7 @@ import {
   buildChartSpecs,
   computeStep,
   decide,
+  isSetupFailure,
   defaultOptions,
   fitCosts,
   leastSquares,
@@ -70,6 +71,8 @@ interface Phase {
   e2eMs?: number;
   attempts?: number;
   failures?: number;
+  /** The failures' kind (default upgrade_503). */
+  failureKind?: string;
 }
 
 function latencyOf(ms: number) {
@@ -103,7 +106,7 @@ function syntheticRun(phases: Phase[]): { samples: Sample[]; windows: StepWindow
         phase: "hold",
         step: index,
         gen: {
-          target: ph.users, running: ph.users, connected: ph.users, connecting: 0, attempts, failures, failuresByKind: failures ? { upgrade_503: failures } : {},
+          target: ph.users, running: ph.users, connected: ph.users, connecting: 0, attempts, failures, failuresByKind: failures ? { [ph.failureKind ?? "upgrade_503"]: failures } : {},
           disconnects: 0, reconnects: 0, udpFallbacks: 0, packetsSent: packets, packetsPerS: ph.users * 25, packetsOffline: 0, packetsLateDropped: 0, sendLateP99Ms: 2,
           workerCpuCores: [workerCpu], workerLagP99Ms: [3], driverCpuCores: 0.02, driverLagP99Ms: 2, rssMB: 100, transcriptsAtApp: 0, displaysAtPhone: 0, audioChunkBytesAtApp: 0,
           latency: { audioToApp: { counts: [], max: 0 }, appToPhone: { counts: [], max: 0 }, audioToPhone: latencyOf(ph.e2eMs ?? 20), sdkAppToPhone: { counts: [], max: 0 } },
@@ -221,6 +224,23 @@ test("a step where the machine was busy for a moment is set aside when a later, 
   assert.equal(v.saturatedAtUsers, null);
   assert.match(v.answer, /^One pod held all 300 users tested/);
   assert.match(v.answer, /Set aside \(the generator or machine was saturated there, a later step was not\): 100 users \(host: the machine's 2 CPUs were 99% busy/);
+});
+
+test("refusals that are not load (an unknown app) say the target is not set up, not that the pod degrades", () => {
+  const run = syntheticRun([
+    { users: 0, cpuMsPerS: 20, slowShare: 0 },
+    { users: 20, cpuMsPerS: 40, slowShare: 0, attempts: 110, failures: 110, failureKind: "app_start_404_app_not_found" },
+  ]);
+  const steps = stepsOf(run);
+  assert.equal(steps[1]!.setupFailures, 110);
+  assert.equal(isSetupFailure("reconnect_upgrade_401"), true);
+  assert.equal(isSetupFailure("route_503"), false);
+  assert.equal(isSetupFailure("app_start_504_timeout"), false);
+  const v = decide(steps, fitCosts(steps), o);
+  assert.equal(v.kind, "setup");
+  assert.equal(v.capacityUsers, null);
+  assert.match(v.answer, /^No capacity is reported: at 20 users 110 of 110 connection attempts were refused for reasons that are not load \(app_start_404_app_not_found ×110\), so the target is not set up for this run/);
+  assert.doesNotMatch(v.answer, /degrades/);
 });
 
 test("a loop near 100% with low lag but seconds of audio → display latency is degradation too", () => {

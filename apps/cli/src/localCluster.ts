@@ -137,7 +137,7 @@ export async function startLocalCluster(o: LocalClusterOptions = {}): Promise<Lo
   const baseEnv = {
     ...process.env,
     REDIS_URL: o.redisUrl,
-    REDIS_PREFIX: o.redisPrefix ?? "mentra:",
+    REDIS_PREFIX: o.redisPrefix ?? (process.env.REDIS_PREFIX || "mentra:"),
     JWT_SECRET: jwtSecret,
     ROUTE_TICKET_KEY: ticketKey,
     ADMIN_TOKEN: adminToken,

@@ -97,6 +97,14 @@ function mergedLatency(win: Sample[], key: keyof Sample["gen"]["latency"]): Hist
   return h;
 }
 
+/**
+ * Failure kinds that no amount of capacity explains: the target refused the user or the app as
+ * such (bad token, unknown app, wrong API key…), so the target is not set up for this run.
+ */
+export function isSetupFailure(kind: string): boolean {
+  return /^(reconnect_)?(route|upgrade|app_start)_(400|401|403|404|422)(_|$)/.test(kind);
+}
+
 /** Figures for one step from the samples (all samples of the run; the window picks its own). */
 export function computeStep(all: readonly Sample[], w: StepWindow, o: AnalysisOpts): StepResultWithPods {
   const win = stepSamples(all, w, o.settleS);
@@ -186,6 +194,7 @@ export function computeStep(all: readonly Sample[], w: StepWindow, o: AnalysisOp
     failures,
     failureRate: round(failureRate, 4) ?? 0,
     failuresByKind,
+    setupFailures: Object.entries(failuresByKind).reduce((a, [k, v]) => a + (isSetupFailure(k) ? v : 0), 0),
     disconnects: before && after ? after.gen.disconnects - before.gen.disconnects : 0,
     latency: {
       audioToAppP50: round(lat.audioToApp.quantile(0.5), 1),
@@ -260,6 +269,8 @@ function predict(fit: LinearFit | null, y: number): number | null {
 /** The knee, the breaking point, whether the generator held up, and the answer in one sentence. */
 export function decide(steps: readonly StepResultWithPods[], fits: Fits, o: Pick<LoadtestOptions, "lagThresholdMs" | "features" | "failThreshold"> & { latencyThresholdMs?: number }): Verdict {
   const loaded = steps.filter((s) => s.users > 0);
+  // Refusals that are not load (unknown app, bad token) say the target is not set up for this run.
+  const misSetup = loaded.find((s) => (s.setupFailures ?? 0) > 0 && (s.setupFailures ?? 0) / Math.max(1, s.attempts) > o.failThreshold) ?? null;
   // Only trusted steps speak about the pod. An untrusted step followed by a trusted one (the machine
   // was busy for a moment: another job, a compile) is set aside, since the later step carried more
   // users under fair conditions; untrusted steps after the last trusted one end what can be said.
@@ -300,7 +311,13 @@ export function decide(steps: readonly StepResultWithPods[], fits: Fits, o: Pick
   // Where the pod stopped coping: lag over the threshold, or connections failing, whichever came first.
   const limit = judged.find((s) => s.overThreshold || s.broken) ?? null;
   const failed = (s: StepResultWithPods) => `connections failed at ${Math.round(s.users)} users (${(s.failureRate * 100).toFixed(1)}% of attempts)`;
-  if (limit && (!saturatedStep || limit.index < saturatedStep.index)) {
+  if (misSetup) {
+    kind = "setup";
+    const kinds = Object.entries(misSetup.failuresByKind).filter(([k]) => isSetupFailure(k)).map(([k, v]) => `${k} ×${v}`).join(", ");
+    answer =
+      `No capacity is reported: at ${Math.round(misSetup.users)} users ${misSetup.setupFailures} of ${misSetup.attempts} connection attempts were refused for reasons that are not load (${kinds}), ` +
+      `so the target is not set up for this run: its directory must hold the load-test users and apps (run against the load test's own cluster, or point MONGODB_URL / REDIS_URL at the target's store so the driver seeds it, or seed it with \`npm run seed\`), and --jwt-secret must be the cluster's.`;
+  } else if (limit && (!saturatedStep || limit.index < saturatedStep.index)) {
     kind = "capacity";
     const prev = [...judged].reverse().find((s) => s.index < limit.index) ?? null;
     capacityUsers = prev ? Math.round(prev.podSessionsMax) : 0;
@@ -338,10 +355,10 @@ export function decide(steps: readonly StepResultWithPods[], fits: Fits, o: Pick
     kind = "none";
     answer = "No step was measured, so there is no answer.";
   }
-  if (setAside.length && kind !== "none") {
+  if (setAside.length && kind !== "none" && kind !== "setup") {
     answer += ` Set aside (the generator or machine was saturated there, a later step was not): ${setAside.map((s) => `${Math.round(s.users)} users (${s.saturation.join("; ")})`).join(", ")}.`;
   }
-  if (broken) answer += ` Connections started failing at ${Math.round(broken.users)} users (${(broken.failureRate * 100).toFixed(1)}% of attempts${Object.keys(broken.failuresByKind).length ? `: ${Object.entries(broken.failuresByKind).map(([k, v]) => `${k} ×${v}`).join(", ")}` : ""}).`;
+  if (broken && kind !== "setup") answer += ` Connections started failing at ${Math.round(broken.users)} users (${(broken.failureRate * 100).toFixed(1)}% of attempts${Object.keys(broken.failuresByKind).length ? `: ${Object.entries(broken.failuresByKind).map(([k, v]) => `${k} ×${v}`).join(", ")}` : ""}).`;
 
   return {
     kind,
@@ -365,7 +382,7 @@ export function decide(steps: readonly StepResultWithPods[], fits: Fits, o: Pick
     answer,
     targets: {
       perUserCpuMsTarget: PER_USER_CPU_TARGET_MS,
-      perUserCpuMet: perUserCpuMs === null ? null : perUserCpuMs <= PER_USER_CPU_TARGET_MS,
+      perUserCpuMet: perUserCpuMs === null || kind === "setup" ? null : perUserCpuMs <= PER_USER_CPU_TARGET_MS,
       usersTarget: USERS_TARGET,
       usersMet: kind === "capacity" ? (capacityUsers ?? 0) >= USERS_TARGET : kind === "above" && (capacityUsers ?? 0) >= USERS_TARGET ? true : null,
     },

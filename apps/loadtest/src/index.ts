@@ -1,6 +1,6 @@
 export { Driver, shareOf, sdkIndices, type RunResult, type DriverState } from "./driver.ts";
 export { defaultOptions, parseCli, planFor, defaultWavs, DEFAULT_STEPS, USAGE } from "./options.ts";
-export { computeStep, fitCosts, pricesUsers, decide, reanalyze, describeLoad, PER_USER_CPU_TARGET_MS, USERS_TARGET, type StepResultWithPods, type PodStep } from "./analysis.ts";
+export { computeStep, fitCosts, pricesUsers, decide, reanalyze, isSetupFailure, describeLoad, PER_USER_CPU_TARGET_MS, USERS_TARGET, type StepResultWithPods, type PodStep } from "./analysis.ts";
 export { startOwnCluster, startRedis, REPO_ROOT, type OwnCluster } from "./cluster.ts";
 export { startSttEmulator, type SttEmulator } from "./stt-emulator.ts";
 export { startWebServer, type WebServer } from "./web.ts";

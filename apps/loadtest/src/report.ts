@@ -15,7 +15,7 @@ body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;
 main{max-width:1180px;margin:0 auto;padding:24px}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px}
 .answer{font-size:18px;background:#fff;border-left:5px solid #1f77b4;padding:14px 18px;margin:16px 0}
-.answer.saturated{border-color:#ff7f0e} .answer.capacity{border-color:#2ca02c} .answer.none{border-color:#999}
+.answer.saturated{border-color:#ff7f0e} .answer.capacity{border-color:#2ca02c} .answer.none{border-color:#999} .answer.setup{border-color:#d62728}
 table{border-collapse:collapse;background:#fff;font-size:12.5px} th,td{border:1px solid #e2e2e2;padding:4px 7px;text-align:right;white-space:nowrap}
 th{background:#f0f0f0;font-weight:600} td.l,th.l{text-align:left}
 tr.knee td{background:#fff1f0} tr.untrusted td{color:#a05a00} tr.idle td{color:#777}

@@ -254,6 +254,8 @@ export interface StepResult {
   failures: number;
   failureRate: number;
   failuresByKind: Record<string, number>;
+  /** Failures that are not load (the target refused the user or app as such); optional in older runs. */
+  setupFailures?: number;
   disconnects: number;
   latency: {
     audioToAppP50: number | null;
@@ -296,8 +298,8 @@ export interface Fits {
 }
 
 export interface Verdict {
-  /** "capacity": a knee was found on trusted steps; "above": no knee on trusted steps; "saturated": the generator/host ran out first; "none": no usable step. */
-  kind: "capacity" | "above" | "saturated" | "none";
+  /** "capacity": a knee was found on trusted steps; "above": no knee on trusted steps; "saturated": the generator/host ran out first; "setup": the target refused users or apps as such (not load); "none": no usable step. */
+  kind: "capacity" | "above" | "saturated" | "setup" | "none";
   capacityUsers: number | null;
   kneeStep: number | null;
   kneeUsers: number | null;
