@@ -21,6 +21,13 @@ export interface PodTimings {
   appInitTimeoutMs: number;
   /** How long a pod that lost a user keeps app sockets open for the SDK's hand-off. */
   handoffWaitMs: number;
+  /**
+   * After a transcription stream fails for good (refused key, provider down past its retries),
+   * no new stream opens for this long, doubling per failure in a row up to the max; audio in
+   * between is dropped and counted. Without it every 40 ms packet would open a new connection.
+   */
+  transcriptionRetryMs: number;
+  transcriptionRetryMaxMs: number;
 }
 
 export const DEFAULT_TIMINGS: PodTimings = {
@@ -36,6 +43,8 @@ export const DEFAULT_TIMINGS: PodTimings = {
   bootWindowMs: 1500,
   appInitTimeoutMs: 5000,
   handoffWaitMs: 15_000,
+  transcriptionRetryMs: 2000,
+  transcriptionRetryMaxMs: 60_000,
 };
 
 export interface PodContext {

@@ -13,6 +13,7 @@ import { WebSocketServer, type WebSocket } from "ws";
 import { AppSim } from "@mentra-cluster/phone-sim";
 import { readWav, type TranscriptionData } from "@mentra-cluster/protocol";
 import { EnergyTranscriptionProvider } from "../src/transcription/energy.ts";
+import { ManualClock } from "../src/util/clock.ts";
 import { StreamTranscriptionProvider, streamProviderFromEnv } from "../src/transcription/stream.ts";
 import type { TranscriptionStream } from "../src/transcription/provider.ts";
 import { appSeed, eventually, sleep, startTestPod } from "../../../test/helpers/pod.ts";
@@ -319,6 +320,103 @@ test("a pod with the streaming provider: phone audio over UDP → STT socket →
     assert.equal(provider.stats.streamsOpen, 0);
     await eventually(() => stt.open.size === 0, 3000, "STT socket closed");
   } finally {
+    await tp.close();
+    await app.stop();
+  }
+});
+
+async function metricValue(url: string, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  let total = 0;
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(name)) continue;
+    const m = /^([a-z_]+)(\{[^}]*\})? (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    if (Object.entries(labels).every(([k, v]) => (m[2] ?? "").includes(`${k}="${v}"`))) total += Number(m[3]);
+  }
+  return total;
+}
+
+test("a provider that refuses every stream (bad key): one attempt, then a cool-down on the session's clock instead of a connection per packet; transcripts once it works", async () => {
+  const PKG = "com.test.stream.refused";
+  const KEY = "refused-key";
+  const app = await new AppSim({ packageName: PKG, apiKey: KEY, subscriptions: ["transcription:en-US"], echo: "none" }).start();
+  const clock = new ManualClock(Date.now());
+  const provider = new StreamTranscriptionProvider({ url: stt.url });
+  const tp = await startTestPod({ seed: appSeed(PKG, app.publicUrl, KEY), deps: { transcription: provider, clock } });
+  stt.refuse = 401;
+  try {
+    const phone = tp.phone("refused@example.com");
+    await phone.connect();
+    await phone.registerUdp();
+    assert.equal((await phone.startApp(PKG)).status, 200);
+    const c0 = stt.connections;
+    // About 2 s of audio (50 packets) while the STT refuses: one connection, not fifty.
+    await phone.streamPcm(pcm.subarray(0, 50 * PACKET), { loop: false }).done;
+    await eventually(async () => (await metricValue(tp.httpUrl, "mentra_transcription_provider_errors_total")) === 1, 3000, "the refusal counted");
+    await sleep(200);
+    assert.equal(stt.connections - c0, 1, "one connection attempt during the cool-down");
+    assert.ok((await metricValue(tp.httpUrl, "mentra_dropped_messages_total", { channel: "transcription", reason: "provider_backoff" })) > 10, "audio in the cool-down is counted as dropped");
+    // Second failure in a row: the cool-down doubles (2 s, then 4 s).
+    clock.advance(2000);
+    await phone.streamPcm(pcm.subarray(0, 10 * PACKET), { loop: false }).done;
+    await eventually(() => stt.connections - c0 === 2, 3000, "a second attempt after 2 s");
+    await eventually(async () => (await metricValue(tp.httpUrl, "mentra_transcription_provider_errors_total")) === 2, 3000, "second refusal counted");
+    clock.advance(3000);
+    await phone.streamPcm(pcm.subarray(0, 10 * PACKET), { loop: false }).done;
+    await sleep(200);
+    assert.equal(stt.connections - c0, 2, "still cooling down 3 s later (4 s after the second failure)");
+    // The provider is fixed: after the cool-down, transcripts flow; the app was never stopped.
+    stt.refuse = 0;
+    clock.advance(1500);
+    await phone.streamPcm(pcm, { loop: false }).done;
+    await eventually(() => [...app.sessions.values()].some((x) => x.transcripts.some((t) => t.isFinal)), 8000, "a final transcript at the app");
+    assert.equal(app.sessions.size, 1);
+    assert.equal(app.webhooks.filter((w) => w.type === "stop_request").length, 0);
+  } finally {
+    stt.refuse = 0;
+    await tp.close();
+    await app.stop();
+  }
+});
+
+test("C14: the provider drops every stream after 1.5 s while audio flows: transcripts keep coming (gaps ≤ 3 s), the app is never stopped or unsubscribed, the drops are counted", async () => {
+  const PKG = "com.test.stream.flaky";
+  const KEY = "flaky-key";
+  const app = await new AppSim({ packageName: PKG, apiKey: KEY, subscriptions: ["transcription:en-US"], echo: "none" }).start();
+  const transient: Error[] = [];
+  const provider = new StreamTranscriptionProvider({ url: stt.url, onTransientError: (e) => void transient.push(e) });
+  const tp = await startTestPod({ seed: appSeed(PKG, app.publicUrl, KEY), deps: { transcription: provider } });
+  stt.dropAfterMs = 1500; // C14 says every 25 s; 1.5 s puts several drops into one 3 s utterance loop
+  try {
+    const phone = tp.phone("flaky@example.com");
+    await phone.connect();
+    await phone.registerUdp();
+    assert.equal((await phone.startApp(PKG)).status, 200);
+    const at: number[] = [];
+    app.on("transcription", () => void at.push(Date.now()));
+    const c0 = stt.connections;
+    const t0 = Date.now();
+    // The clip's first 2 s (its one utterance and the silence that finalises it), looped: a
+    // transcript pair every 2 s when nothing goes wrong.
+    const s = phone.streamPcm(pcm.subarray(0, 50 * PACKET), { loop: true });
+    await sleep(8000);
+    s.stop();
+    const end = Date.now();
+    assert.ok(stt.connections - c0 >= 4, `the STT dropped the stream repeatedly (${stt.connections - c0} connections)`);
+    assert.ok(transient.length >= 3, `drops reported as transient errors (${transient.length})`);
+    assert.ok(at.length >= 6, `${at.length} transcripts (about 8 without drops)`);
+    const gaps = [at[0]! - t0, ...at.slice(1).map((t, i) => t - at[i]!), end - at[at.length - 1]!];
+    assert.ok(Math.max(...gaps) <= 3000, `largest transcript gap ${Math.max(...gaps)} ms`);
+    // The app was never stopped or unsubscribed, and the session never gave up on the provider.
+    const sess = [...app.sessions.values()];
+    assert.equal(sess.length, 1);
+    assert.equal(sess[0]!.closes.length, 0);
+    assert.equal(app.webhooks.filter((w) => w.type === "stop_request").length, 0);
+    assert.equal(await metricValue(tp.httpUrl, "mentra_transcription_provider_errors_total"), 0, "no fatal errors");
+    assert.equal(await metricValue(tp.httpUrl, "mentra_dropped_messages_total", { channel: "transcription" }), 0, "no audio dropped");
+  } finally {
+    stt.dropAfterMs = 0;
     await tp.close();
     await app.stop();
   }

@@ -53,6 +53,8 @@ export class UserSession implements UdpTarget {
   readonly display: DisplayManager;
   readonly mic: MicrophoneManager;
   private readonly streams = new Map<string, TranscriptionStream>();
+  /** Per language: failed streams in a row and when a new one may open (after a fatal provider error). */
+  private readonly streamBackoff = new Map<string, { failures: number; retryAt: number }>();
   private pcmCarry: Buffer | null = null;
   private pingTimer: TimerId | null = null;
   private graceTimer: TimerId | null = null;
@@ -319,6 +321,11 @@ export class UserSession implements UdpTarget {
     for (const lang of this.subscriptions.transcriptionLanguages()) {
       let stream = this.streams.get(lang);
       if (!stream || stream.closed) {
+        const b = this.streamBackoff.get(lang);
+        if (b && this.ctx.clock.now() < b.retryAt) {
+          this.ctx.metrics.droppedMessage("transcription", "provider_backoff");
+          continue;
+        }
         stream = this.openStream(lang) ?? undefined;
         if (!stream) continue;
       }
@@ -332,11 +339,14 @@ export class UserSession implements UdpTarget {
         language: lang,
         startEpochMs: this.ctx.clock.now(),
         onResult: (data) => {
-          if (!this.disposed) this.fanOutTranscription(lang, data);
+          if (this.disposed) return;
+          this.streamBackoff.delete(lang); // the provider works again
+          this.fanOutTranscription(lang, data);
         },
         onError: (err) => {
           this.ctx.metrics.transcriptionError(this.ctx.transcription.name);
-          this.ctx.log.warn({ userId: this.userId, err: err.message, lang }, "transcription stream error");
+          const b = this.streamFailed(lang);
+          this.ctx.log.warn({ userId: this.userId, err: err.message, lang, retryInMs: b.retryAt - this.ctx.clock.now() }, "transcription stream error");
           if (this.streams.get(lang) === stream) this.streams.delete(lang);
           stream.close();
         },
@@ -345,9 +355,18 @@ export class UserSession implements UdpTarget {
       return stream;
     } catch (err) {
       this.ctx.metrics.transcriptionError(this.ctx.transcription.name);
+      this.streamFailed(lang);
       this.ctx.log.warn({ userId: this.userId, err: (err as Error).message }, "transcription stream could not open");
       return null;
     }
+  }
+
+  private streamFailed(lang: string): { failures: number; retryAt: number } {
+    const t = this.ctx.timings;
+    const failures = (this.streamBackoff.get(lang)?.failures ?? 0) + 1;
+    const b = { failures, retryAt: this.ctx.clock.now() + Math.min(t.transcriptionRetryMaxMs, t.transcriptionRetryMs * 2 ** (failures - 1)) };
+    this.streamBackoff.set(lang, b);
+    return b;
   }
 
   fanOutTranscription(lang: string, data: TranscriptionData): void {
@@ -365,6 +384,7 @@ export class UserSession implements UdpTarget {
         this.streams.delete(lang);
       }
     }
+    for (const lang of this.streamBackoff.keys()) if (!wanted.has(lang)) this.streamBackoff.delete(lang);
     this.mic.requestUpdate();
   }
 
