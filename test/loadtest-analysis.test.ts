@@ -12,6 +12,7 @@ import {
   computeStep,
   decide,
   isSetupFailure,
+  parseCli,
   defaultOptions,
   fitCosts,
   leastSquares,
@@ -241,6 +242,40 @@ test("refusals that are not load (an unknown app) say the target is not set up, 
   assert.equal(v.capacityUsers, null);
   assert.match(v.answer, /^No capacity is reported: at 20 users 110 of 110 connection attempts were refused for reasons that are not load \(app_start_404_app_not_found ×110\), so the target is not set up for this run/);
   assert.doesNotMatch(v.answer, /degrades/);
+});
+
+test("a step stopped before it was measured is left out of the answer and named", () => {
+  const run = syntheticRun([
+    { users: 0, cpuMsPerS: 20, slowShare: 0 },
+    { users: 100, cpuMsPerS: 140, slowShare: 0 },
+    { users: 200, cpuMsPerS: 260, slowShare: 0 },
+  ]);
+  // Stopped 1.5 s into the second step's hold.
+  run.windows[2]!.endT = run.windows[2]!.holdStartT! + 1500;
+  const steps = stepsOf(run);
+  assert.ok(steps[2]!.samples < 3);
+  const v = decide(steps, fitCosts(steps), o);
+  assert.equal(v.kind, "above");
+  assert.equal(v.capacityUsers, 100);
+  assert.match(v.answer, /Not measured \(stopped before 3 samples\): 200 users\./);
+});
+
+test("CLI options: counts are whole numbers in range, steps within --users, --stt-frame-ms 0 allowed", () => {
+  const bad: [string[], RegExp][] = [
+    [["--users", "1.5"], /--users must be a whole number/],
+    [["--workers", "0.5"], /--workers must be a whole number/],
+    [["--pods", "2.5"], /--pods must be a whole number/],
+    [["--fail-threshold", "2"], /--fail-threshold must be a number from 0 to 1/],
+    [["--ui-port", "99999"], /--ui-port must be a number from 0 to 65535/],
+    [["--stt-frame-ms=-1"], /--stt-frame-ms must be a number from 0 to 1000/],
+    [["--users", "100", "--steps", "50,200"], /--steps 200 above --users 100/],
+    [["--users", ""], /--users must be a number/],
+  ];
+  for (const [argv, re] of bad) assert.throws(() => parseCli(argv), re, argv.join(" "));
+  assert.equal(parseCli(["--stt-frame-ms", "0"])!.sttFrameMs, 0);
+  assert.equal(parseCli(["--stt-frame-ms", "80"])!.sttFrameMs, 80);
+  assert.equal(parseCli([])!.sttFrameMs, 100);
+  assert.deepEqual(parseCli(["--steps", "10,20"])!.steps, [10, 20]);
 });
 
 test("a loop near 100% with low lag but seconds of audio → display latency is degradation too", () => {

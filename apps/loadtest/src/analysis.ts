@@ -153,6 +153,8 @@ export function computeStep(all: readonly Sample[], w: StepWindow, o: AnalysisOp
   if (packetsSent !== null && expected > 0 && packetsSent < expected * 0.95) {
     saturation.push(`audio: the generator sent ${Math.round((100 * packetsSent) / expected)}% of the audio due`);
   }
+  // Nothing ran and nothing failed: the generator did not drive this step at all.
+  if (w.users > 0 && running < 1 && failures === 0) saturation.push("no-load: no phone was running in this step");
 
   const auxKeys = [...new Set(win.flatMap((s) => Object.keys(s.aux)))];
   const auxCpu: Record<string, number | null> = {};
@@ -268,7 +270,10 @@ function predict(fit: LinearFit | null, y: number): number | null {
 
 /** The knee, the breaking point, whether the generator held up, and the answer in one sentence. */
 export function decide(steps: readonly StepResultWithPods[], fits: Fits, o: Pick<LoadtestOptions, "lagThresholdMs" | "features" | "failThreshold"> & { latencyThresholdMs?: number }): Verdict {
-  const loaded = steps.filter((s) => s.users > 0);
+  // A step stopped before it had 3 measured samples says nothing; it is left out and named.
+  const MIN_SAMPLES = 3;
+  const unmeasured = steps.filter((s) => s.users > 0 && s.samples < MIN_SAMPLES);
+  const loaded = steps.filter((s) => s.users > 0 && s.samples >= MIN_SAMPLES);
   // Refusals that are not load (unknown app, bad token) say the target is not set up for this run.
   const misSetup = loaded.find((s) => (s.setupFailures ?? 0) > 0 && (s.setupFailures ?? 0) / Math.max(1, s.attempts) > o.failThreshold) ?? null;
   // Only trusted steps speak about the pod. An untrusted step followed by a trusted one (the machine
@@ -355,6 +360,7 @@ export function decide(steps: readonly StepResultWithPods[], fits: Fits, o: Pick
     kind = "none";
     answer = "No step was measured, so there is no answer.";
   }
+  if (unmeasured.length) answer += ` Not measured (stopped before ${MIN_SAMPLES} samples): ${unmeasured.map((s) => `${Math.round(s.users)} users`).join(", ")}.`;
   if (setAside.length && kind !== "none" && kind !== "setup") {
     answer += ` Set aside (the generator or machine was saturated there, a later step was not): ${setAside.map((s) => `${Math.round(s.users)} users (${s.saturation.join("; ")})`).join(", ")}.`;
   }

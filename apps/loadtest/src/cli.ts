@@ -3,7 +3,7 @@
  * Starts (or targets) a cluster, steps the user count up, shows a progress bar and a live summary
  * line, serves the live page, and writes report.html + samples.json. See USAGE in options.ts.
  */
-import { Driver } from "./driver.ts";
+import { Driver, samplesJson } from "./driver.ts";
 import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { reanalyze } from "./analysis.ts";
@@ -37,8 +37,21 @@ async function main(): Promise<number> {
     console.log(USAGE);
     return 0;
   }
+  // Output piped into `head` and closed early: keep running (the report is what matters).
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on("error", (err: NodeJS.ErrnoException) => {
+      if (err.code !== "EPIPE") throw err;
+    });
+  }
   if (REANALYZE.path) {
-    const stored = JSON.parse(readFileSync(REANALYZE.path, "utf8")) as RunReport;
+    let stored: RunReport;
+    try {
+      stored = JSON.parse(readFileSync(REANALYZE.path, "utf8")) as RunReport;
+      if (!stored || !Array.isArray(stored.samples) || !Array.isArray(stored.windows) || !stored.options) throw new Error("not a samples.json written by a load-test run (samples, windows, options missing)");
+    } catch (err) {
+      console.error(`loadtest: --from ${REANALYZE.path}: ${(err as Error).message}`);
+      return 1;
+    }
     const argv = process.argv.slice(2).join(" ");
     const over = {
       ...(/--lag-threshold/.test(argv) ? { lagThresholdMs: o.lagThresholdMs } : {}),
@@ -49,6 +62,8 @@ async function main(): Promise<number> {
     const r = reanalyze(stored, over);
     const html = path.join(path.dirname(REANALYZE.path), "report.html");
     writeFileSync(html, renderReportHtml(r, path.basename(REANALYZE.path)));
+    // The samples stay as measured; the analysis in the file follows the report.
+    writeFileSync(REANALYZE.path, samplesJson(r));
     for (const s of r.steps) console.log(fmtStep(s));
     console.log(`\n${r.verdict.answer}\n\nreport: ${html}`);
     return 0;
@@ -94,11 +109,17 @@ async function main(): Promise<number> {
     await driver.teardown();
     process.exit(code);
   };
-  // Ctrl-C or SIGTERM: write the report with what was measured, then take everything down.
-  let signalled = false;
+  // Ctrl-C or SIGTERM: write the report with what was measured, then take everything down. Run
+  // through npm and tsx, one Ctrl-C arrives more than once (the terminal's and the wrapper's
+  // relay): a repeat within 3 s is that same signal. A later one quits at once; the processes we
+  // started are then killed on exit (proc.ts).
+  let signalledAt = 0;
   const onSignal = (sig: NodeJS.Signals) => {
-    if (signalled) return process.exit(130);
-    signalled = true;
+    if (signalledAt) {
+      if (Date.now() - signalledAt < 3000) return;
+      return process.exit(130);
+    }
+    signalledAt = Date.now();
     if (driver.state === "running") {
       say(`[loadtest] ${sig}: stopping, writing the report with what was measured (again to quit at once)`);
       void driver.stop().then(() => quit(130));

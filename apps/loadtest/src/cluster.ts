@@ -7,8 +7,8 @@
  *   gateway      (apps/gateway/src/main.ts)    REDIS_URL; phones route through it
  *   pods         (pod-process.ts = runPod)     REDIS_URL, TRANSCRIPTION_PROVIDER, STT_URL
  *
- * startLocalCluster({ redisUrl }) from apps/cli does the same for gateway and pods, but it always
- * runs apps/pod/src/main.ts, which cannot select the streaming provider yet, and it sends every
+ * startLocalCluster({ redisUrl }) from apps/cli does much the same for gateway and pods, but it
+ * starts no STT emulator, keeps the pods' admission caps, and it sends every
  * phone and app socket through the gateway's proxy (the gateway's CPU would then compete with the
  * pod's on a small machine). Here each pod advertises its own address (PUBLIC_URL, the
  * "host per pod" URL scheme); `podUrls: "gateway"` keeps the same-origin proxy instead.

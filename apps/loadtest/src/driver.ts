@@ -15,7 +15,7 @@ import { directoryFromEnv, seedDirectory, type SeedFile } from "@mentra-cluster/
 import { computeStep, decide, fitCosts, type StepResultWithPods } from "./analysis.ts";
 import { startOwnCluster, type OwnCluster } from "./cluster.ts";
 import { PodMonitor } from "./monitor.ts";
-import { CpuMeter, HostMeter } from "./proc.ts";
+import { adoptChild, CpuMeter, HostMeter } from "./proc.ts";
 import { renderReportHtml } from "./report.ts";
 import { startSdkApp, type SdkAppProcess } from "./sdkApp.ts";
 import { Histogram, LATENCY_BUCKETS_MS, round } from "./stats.ts";
@@ -153,7 +153,8 @@ export class Driver extends EventEmitter<{ sample: [Sample]; state: [DriverState
 
   private async forkWorker(k: number, n: number, sdkPackage: string): Promise<WorkerHandle> {
     const o = this.o;
-    const proc = fork(path.join(HERE, "worker.ts"), [], { execArgv: ["--import", "tsx"], stdio: ["ignore", "inherit", "inherit", "ipc"], serialization: "advanced" });
+    const proc = fork(path.join(HERE, "worker.ts"), [], { execArgv: ["--import", "tsx"], stdio: ["ignore", "inherit", "inherit", "ipc"], serialization: "advanced", detached: true });
+    adoptChild(proc);
     const init: WorkerInit = {
       type: "init",
       worker: k,
@@ -599,7 +600,7 @@ export class Driver extends EventEmitter<{ sample: [Sample]; state: [DriverState
     const jsonPath = path.join(dir, "samples.json");
     const htmlPath = path.join(dir, "report.html");
     // The lag histogram's open bucket is le: Infinity, which JSON cannot hold: written as "+Inf" like Prometheus.
-    writeFileSync(jsonPath, JSON.stringify(report, (_k, v) => (v === Infinity ? "+Inf" : v), 1));
+    writeFileSync(jsonPath, samplesJson(report));
     writeFileSync(htmlPath, renderReportHtml(report, "samples.json"));
     this.log(`report: ${htmlPath}`);
     return { report, htmlPath, jsonPath };
@@ -624,4 +625,9 @@ export class Driver extends EventEmitter<{ sample: [Sample]; state: [DriverState
     this.sdkApp = null;
     await this.cluster?.stop().catch(() => undefined);
   }
+}
+
+/** A run as samples.json. The lag histogram's open bucket is le: Infinity, which JSON cannot hold: written as "+Inf" like Prometheus. */
+export function samplesJson(report: RunReport): string {
+  return JSON.stringify(report, (_k, v) => (v === Infinity ? "+Inf" : v), 1);
 }

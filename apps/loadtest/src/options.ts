@@ -148,38 +148,48 @@ export function parseCli(argv: string[]): LoadtestOptions | null {
   });
   if (values.help) return null;
   if (values.from) REANALYZE.path = path.resolve(values.from);
-  const num = (name: string, v: string | undefined, min = 0): number | undefined => {
+  const num = (name: string, v: string | undefined, min = 0, max = Infinity): number | undefined => {
     if (v === undefined) return undefined;
     const n = Number(v);
-    if (!Number.isFinite(n) || n < min) throw new Error(`--${name} must be a number ≥ ${min}, got ${JSON.stringify(v)}`);
+    if (v.trim() === "" || !Number.isFinite(n) || n < min || n > max) throw new Error(`--${name} must be a number ${max === Infinity ? `≥ ${min}` : `from ${min} to ${max}`}, got ${JSON.stringify(v)}`);
+    return n;
+  };
+  /** Counts (users, pods, workers, ports) are whole numbers. */
+  const int = (name: string, v: string | undefined, min = 0, max = Infinity): number | undefined => {
+    const n = num(name, v, min, max);
+    if (n !== undefined && !Number.isInteger(n)) throw new Error(`--${name} must be a whole number, got ${JSON.stringify(v)}`);
     return n;
   };
   const over: Partial<LoadtestOptions> = {};
   const set = <K extends keyof LoadtestOptions>(k: K, v: LoadtestOptions[K] | undefined) => {
     if (v !== undefined) over[k] = v;
   };
-  set("users", num("users", values.users, 1));
-  if (values.steps) over.steps = values.steps.split(/[ ,]+/).filter(Boolean).map((s) => num("steps", s, 1)!);
+  set("users", int("users", values.users, 1));
+  if (values.steps) over.steps = values.steps.split(/[ ,]+/).filter(Boolean).map((s) => int("steps", s, 1)!);
   if (values.steps && values.users === undefined) over.users = Math.max(...over.steps!);
+  if (over.steps && over.users !== undefined) {
+    const above = over.steps.filter((s) => s > over.users!);
+    if (above.length) throw new Error(`--steps ${above.join(",")} above --users ${over.users} (the users seeded for this run)`);
+  }
   set("rampPerS", num("ramp", values.ramp, 0.1));
   set("holdS", num("hold", values.hold, 1));
   set("settleS", num("settle", values.settle, 0));
   set("holdWaitS", num("hold-wait", values["hold-wait"], 0));
   set("lagThresholdMs", num("lag-threshold", values["lag-threshold"], 1));
   set("latencyThresholdMs", num("latency-threshold", values["latency-threshold"], 1));
-  set("failThreshold", num("fail-threshold", values["fail-threshold"], 0));
+  set("failThreshold", num("fail-threshold", values["fail-threshold"], 0, 1));
   if (values["no-stop-at-break"]) over.stopAtBreak = false;
   if (values.gateway) over.gateway = values.gateway;
   set("adminToken", values["admin-token"]);
   set("jwtSecret", values["jwt-secret"]);
-  set("pods", num("pods", values.pods, 1));
+  set("pods", int("pods", values.pods, 1, 64));
   if (values.transcription) {
     if (values.transcription !== "stream" && values.transcription !== "energy") throw new Error("--transcription must be stream or energy");
     over.transcription = values.transcription;
   }
-  set("workers", num("workers", values.workers, 0));
-  set("sttFrameMs", num("stt-frame-ms", values["stt-frame-ms"], DEFAULT_STT_FRAME_MS));
-  set("sdkUsers", num("sdk-users", values["sdk-users"], 0));
+  set("workers", int("workers", values.workers, 0, 64));
+  set("sttFrameMs", int("stt-frame-ms", values["stt-frame-ms"], 0, 1000));
+  set("sdkUsers", int("sdk-users", values["sdk-users"], 0));
   if (values.features !== undefined) {
     const fs = values.features.split(",").map((s) => s.trim()).filter(Boolean);
     for (const f of fs) if (!["transcription", "audio", "display"].includes(f)) throw new Error(`unknown feature ${f} (transcription, display, audio)`);
@@ -188,10 +198,10 @@ export function parseCli(argv: string[]): LoadtestOptions | null {
   set("sampleIntervalMs", num("sample", values.sample, 200));
   if (values.out) over.outDir = path.resolve(values.out);
   if (values["no-ui"]) over.uiPort = null;
-  else set("uiPort", num("ui-port", values["ui-port"], 0));
+  else set("uiPort", int("ui-port", values["ui-port"], 0, 65535));
   if (values.interactive) over.interactive = true;
   set("generatorCpuLimit", num("generator-cpu-limit", values["generator-cpu-limit"], 0));
-  set("hostBusyLimit", num("host-busy-limit", values["host-busy-limit"], 0));
+  set("hostBusyLimit", num("host-busy-limit", values["host-busy-limit"], 0, 1));
   set("prefix", values.prefix);
   set("domain", values.domain);
   if (values.wav?.length) over.wavs = values.wav.map((w) => path.resolve(w));

@@ -68,6 +68,31 @@ export function freePort(host = "127.0.0.1"): Promise<number> {
   });
 }
 
+/**
+ * Every process the load test starts. They run in process groups of their own (a terminal's Ctrl-C
+ * reaches only the driver, which stops them in order and still measures the last step), so the
+ * driver must not leave them behind however it ends: whatever is still running when this process
+ * exits (a crash, a second Ctrl-C, a closed pipe) is killed.
+ */
+const live = new Set<ChildProcess>();
+let exitHook = false;
+export function adoptChild(proc: ChildProcess): void {
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  live.add(proc);
+  proc.once("exit", () => live.delete(proc));
+  if (exitHook) return;
+  exitHook = true;
+  process.on("exit", () => {
+    for (const c of live) {
+      try {
+        c.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+  });
+}
+
 export interface Child {
   name: string;
   proc: ChildProcess;
@@ -89,7 +114,8 @@ export async function spawnChild(
   args: string[],
   opts: SpawnOptions & { ready: (line: string, json: Record<string, unknown> | null) => boolean; timeoutMs?: number; onLine?: (line: string) => void },
 ): Promise<{ child: Child; readyLine: string; readyJson: Record<string, unknown> | null }> {
-  const proc = spawn(cmd, args, { ...opts, stdio: ["ignore", "pipe", "pipe"] });
+  const proc = spawn(cmd, args, { detached: true, ...opts, stdio: ["ignore", "pipe", "pipe"] });
+  adoptChild(proc);
   const lines: string[] = [];
   const keep = (l: string) => {
     lines.push(l);

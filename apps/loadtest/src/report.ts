@@ -64,7 +64,7 @@ export function renderReportHtml(r: RunReport, jsonHref: string): string {
 <tr><th class="l">breaking point (connections failing &gt; ${(r.options.failThreshold * 100).toFixed(1)}%)</th><td>${v.breakingUsers === null ? "not reached" : `${v.breakingUsers} users`}</td></tr>
 <tr><th class="l">generator</th><td class="l">${v.saturatedAtUsers === null ? "held up in every step" : `saturated at ${v.saturatedAtUsers} users: ${esc(v.saturationReasons.join("; "))}`}</td></tr>
 <tr><th class="l">per-user pod CPU</th><td>${n(v.perUserCpuMs, 3)} ms per user-second (baseline ${n(v.baselineCpuMsPerS, 0)} ms/s)</td></tr>
-<tr><th class="l">per-user memory (RSS)</th><td>${n(v.perUserMemKB, 0)} KB (baseline ${n(v.baselineMemMB, 0)} MB)</td></tr>
+<tr><th class="l">per-user memory (RSS)</th><td>${v.perUserMemKB !== null ? `${n(v.perUserMemKB, 0)} KB (baseline ${n(v.baselineMemMB, 0)} MB)` : r.fits.rssMB ? `not given: the fit explains too little (R² ${n(r.fits.rssMB.r2, 2)} &lt; 0.5; RSS moves with the garbage collector)` : "not measured"}</td></tr>
 <tr><th class="l">predicted users per pod (from the fit)</th><td>${v.predictedUsersAt80PctCore ?? "–"} at 80% of a core, ${v.predictedUsersAtFullCore ?? "–"} at a full core</td></tr>
 <tr><th class="l">marginal CPU per user at the top (last two steps)</th><td>${n(v.marginalCpuMs, 3)} ms per user-second → ~${v.marginalPredictedUsersAt80PctCore ?? "–"} users at 80% of a core</td></tr>
 <tr><th class="l">target: ≤ ${PER_USER_CPU_TARGET_MS} ms CPU per user-second</th><td>${target(v.targets.perUserCpuMet)}</td></tr>
@@ -76,7 +76,7 @@ export function renderReportHtml(r: RunReport, jsonHref: string): string {
 
 <h2>Steps</h2>
 <div class="scroll"><table id="steps">
-<tr><th class="l">step</th><th>target</th><th>users on pod</th><th>pod CPU (cores)</th><th>ms CPU / user-s</th><th>ELU</th><th>lag p99 ms</th><th>lag max ms</th><th>RSS MB</th><th>heap MB</th><th>UDP in/s</th><th>UDP drops/s</th><th>app msgs out/s</th><th>transcripts/s</th><th>audio→display p50/p95 ms</th><th>app→phone p50 ms</th><th>failed connects</th><th>generator CPU max</th><th>machine busy</th><th class="l">trusted</th></tr>
+<tr><th class="l">step</th><th>target</th><th>users on pod</th><th>pod CPU (cores)</th><th>ms CPU / user-s</th><th>ELU</th><th>lag p99 ms</th><th title="the highest of the once-a-second lag readings (the p99 comes from every sample of the pod's histogram)">lag max of 1 s readings, ms</th><th>RSS MB</th><th>heap MB</th><th>UDP in/s</th><th>UDP drops/s</th><th>app msgs out/s</th><th>transcripts/s</th><th>audio→display p50/p95 ms</th><th>app→phone p50 ms</th><th>failed connects</th><th>generator CPU max</th><th>machine busy</th><th class="l">trusted</th></tr>
 ${r.steps.map((s) => stepRow(s, v.kneeStep)).join("\n")}
 </table></div>
 ${auxKeys.length ? `<p class="muted">Other processes on this machine, mean cores per step: ${r.steps.filter((s) => s.users > 0).map((s) => `${s.users} users: ${auxKeys.map((k) => `${esc(k)} ${n(s.auxCpu[k], 2)}`).join(", ")}`).join(" · ")}</p>` : ""}

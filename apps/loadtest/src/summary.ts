@@ -55,7 +55,7 @@ export function summaryLine(s: any, thresholdMs: number): string {
   const genCpu = (s.gen.workerCpuCores as number[]).reduce((a, b) => a + b, 0);
   const parts = [
     `users ${s.gen.running}/${s.gen.target}${s.gen.connecting ? ` (+${s.gen.connecting} connecting)` : ""}`,
-    busiest ? `pod lag ${r(busiest.lagMs)} ms, p99 5 s ${r(lagRecent)} ms${over ? " (over threshold)" : ""}` : "pod ?",
+    busiest ? `pod lag ${r(busiest.lagMs)} ms, p99 (5 s) ${lagRecent == null ? "–" : `${r(lagRecent)} ms`}${over ? " (over threshold)" : ""}` : "pod ?",
     busiest ? `ELU ${r(busiest.elu, 2)}` : "",
     busiest ? `CPU ${r(busiest.cpuCores, 2)} cores` : "",
     busiest ? `RSS ${r(busiest.rssMB)} MB` : "",

@@ -73,6 +73,9 @@ export async function startWebServer(driver: Driver, o: { port: number; host: st
         void readBody().then((b) => {
           try {
             const steps = Array.isArray(b.steps) && b.steps.length ? b.steps.map(Number) : undefined;
+            if (b.steps !== undefined && (!Array.isArray(b.steps) || (steps && !steps.every((n) => Number.isInteger(n) && n >= 1)))) {
+              return json(400, { error: "bad_request", message: "steps must be a list of whole numbers ≥ 1" });
+            }
             void driver.start(steps).catch(() => undefined);
             json(202, { started: true, state: driver.state });
           } catch (err) {

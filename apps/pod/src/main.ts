@@ -107,5 +107,11 @@ function safeHost(url: string | undefined): string | undefined {
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  await runPod();
+  try {
+    await runPod();
+  } catch (err) {
+    // Configuration and start-up errors: one clear line, exit 1 (no stack for a wrong setting).
+    process.stderr.write(`pod: cannot start: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  }
 }

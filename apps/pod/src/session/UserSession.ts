@@ -154,6 +154,10 @@ export class UserSession implements UdpTarget {
     this.disconnectedAt = this.ctx.clock.now();
     this.ctx.clock.clearInterval(this.pingTimer);
     this.pingTimer = null;
+    // No provider socket idles through the grace period: the next audio opens a fresh stream, whose
+    // result times start from that audio (a kept stream would date them by audio received only).
+    for (const st of this.streams.values()) st.close();
+    this.streams.clear();
     this.graceTimer = this.ctx.clock.setTimeout(() => {
       this.graceTimer = null;
       if (!this.ws) this.dispose("grace_expired");

@@ -112,9 +112,20 @@ export class StreamTranscriptionProvider implements TranscriptionProvider {
   private sweepTimer: NodeJS.Timeout | null = null;
 
   constructor(readonly opts: StreamProviderOptions) {
-    if (!/^wss?:\/\//.test(opts.url)) throw new Error(`STT_URL must be a ws:// or wss:// URL, got ${JSON.stringify(opts.url)}`);
+    let url: URL | null = null;
+    try {
+      url = new URL(opts.url);
+    } catch {
+      url = null;
+    }
+    // The URL may carry a key in its query: errors name only its scheme and host.
+    if (!url || (url.protocol !== "ws:" && url.protocol !== "wss:") || !url.hostname) {
+      throw new Error(`STT_URL must be a ws:// or wss:// URL with a host, got ${url ? `${url.protocol}//${url.host}…` : "something that is not a URL"}`);
+    }
     this.name = opts.name ?? "stream";
-    this.frameMs = Math.max(0, Math.round(opts.frameMs ?? DEFAULT_STT_FRAME_MS));
+    const frameMs = opts.frameMs ?? DEFAULT_STT_FRAME_MS;
+    if (!(Number.isFinite(frameMs) && frameMs >= 0 && frameMs <= 1000)) throw new Error(`STT frame must be 0–1000 ms, got ${frameMs}`);
+    this.frameMs = Math.round(frameMs);
   }
 
   /** @internal a stream started a frame; one provider-wide timer sends frames that go stale. */
@@ -454,6 +465,6 @@ export function streamProviderFromEnv(env: NodeJS.ProcessEnv, hooks: Pick<Stream
   if (kind !== "stream") throw new Error(`TRANSCRIPTION_PROVIDER must be "energy" or "stream", got ${JSON.stringify(env.TRANSCRIPTION_PROVIDER)}`);
   if (!env.STT_URL) throw new Error("TRANSCRIPTION_PROVIDER=stream needs STT_URL (ws://host:port)");
   const frameMs = env.STT_FRAME_MS ? Number(env.STT_FRAME_MS) : undefined;
-  if (frameMs !== undefined && !(Number.isFinite(frameMs) && frameMs >= 0)) throw new Error(`STT_FRAME_MS must be a number of ms >= 0, got ${JSON.stringify(env.STT_FRAME_MS)}`);
+  if (frameMs !== undefined && !(Number.isFinite(frameMs) && frameMs >= 0 && frameMs <= 1000)) throw new Error(`STT_FRAME_MS must be a number of ms from 0 to 1000, got ${JSON.stringify(env.STT_FRAME_MS)}`);
   return new StreamTranscriptionProvider({ url: env.STT_URL, apiKey: env.STT_API_KEY || undefined, frameMs, ...hooks });
 }
