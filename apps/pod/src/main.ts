@@ -45,12 +45,20 @@ export async function runPod(config: PodConfig = loadConfig(), deps: PodDeps & {
       : undefined);
   // TRANSCRIPTION_PROVIDER=stream: one WebSocket per transcribing stream to STT_URL; else in-process energy.
   // Drops and failed connects are retried inside the provider; each still counts as a provider error.
+  // An STT outage makes every stream report at once: one log line a second pod-wide, with how many
+  // were folded into it (all of them are counted in the metric).
+  let lastSttWarn = 0;
+  let sttWarnsFolded = 0;
   const transcription =
     deps.transcription ??
     streamProviderFromEnv(process.env, {
       onTransientError: (err) => {
         metrics.transcriptionError("stream");
-        log.warn({ err: err.message }, "transcription stream: transient error, reconnecting");
+        const now = Date.now();
+        if (now - lastSttWarn < 1000) return void sttWarnsFolded++;
+        log.warn({ err: err.message, alsoSinceLastLine: sttWarnsFolded }, "transcription stream: transient error, reconnecting");
+        lastSttWarn = now;
+        sttWarnsFolded = 0;
       },
       // Audio the STT socket could not take (backlogged, or too long disconnected): counted, not logged per chunk.
       onAudioDropped: (reason) => metrics.droppedMessage("transcription", reason),
