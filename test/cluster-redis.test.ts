@@ -43,6 +43,7 @@ const sum = (m: Awaited<ReturnType<typeof podMetrics>>, name: string, filter: (l
 let placed: { user: string; podId: string; phone: PhoneSim }[] = [];
 
 test("300 phones with apps through the gateway: every channel lands on the owner, zero wrong-pod traffic, reconnects stay", async () => {
+  await fx.settled();
   const users = Array.from({ length: 300 }, (_, i) => `crowd${i}@example.com`);
   const run = async (user: string) => {
     const p = phoneVia(user);

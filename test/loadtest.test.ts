@@ -156,7 +156,14 @@ test("the live page and the report in a real headless Chromium", async (t) => {
     await page.fill("#users", "6");
     await page.click("#set-users");
     await page.waitForFunction(() => /users 6\/6/.test(document.getElementById("summary")!.textContent!), undefined, { timeout: 20_000 });
-    await page.waitForTimeout(2500);
+    // Hold 6 users long enough for the step to be measured (samples after its settle time), so the
+    // verdict is about that step rather than "not measured".
+    const seqAt6 = ((await (await fetch(`${web.url}/api/state?since=0`)).json()) as { seq: number }).seq;
+    for (let i = 0; i < 100; i++) {
+      const st = (await (await fetch(`${web.url}/api/state?since=${seqAt6}`)).json()) as { samples: unknown[] };
+      if (st.samples.length >= 5) break;
+      await page.waitForTimeout(250);
+    }
     await page.click("#stop");
     await page.waitForFunction(() => document.getElementById("status")?.textContent === "done", undefined, { timeout: 20_000 });
     const answer = await page.textContent("#answer");

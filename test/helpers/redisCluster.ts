@@ -14,6 +14,7 @@ import { AppSim, PhoneSim, gatewayResolver } from "@mentra-cluster/phone-sim";
 import { mintUserToken } from "@mentra-cluster/protocol";
 import { startLocalCluster, type LocalCluster } from "@mentra-cluster/cli";
 import { hashApiKey } from "@mentra-cluster/directory";
+import { loadScore, type PodView } from "@mentra-cluster/registry";
 import { startRedis, type RedisHandle } from "./redis.ts";
 import { startSdkApp, type SdkAppHandle, type StartSdkAppOptions } from "./sdkApp.ts";
 
@@ -47,6 +48,12 @@ export interface RedisClusterFixture {
   token(user: string): string;
   /** A phone that resolves its pod through the gateway; reconnect off unless given. */
   phone(user: string, o?: { reconnect?: { baseMs: number; maxMs: number; jitter?: number } | false }): PhoneSim;
+  /**
+   * Waits until every pod is listed, ready and idle by its own figures (load score < 0.05). A pod
+   * that just started reports its start-up stalls in its recent lag p99 and ELU for a while, and
+   * power of two choices sends it nobody until those figures fall below the other pods' load.
+   */
+  settled(timeoutMs?: number): Promise<PodView[]>;
   /** Admin API call: POST (empty JSON body) for /admin/pods/<id>/<action>, GET otherwise. */
   admin(path: string): Promise<Response>;
   stop(): Promise<void>;
@@ -109,6 +116,17 @@ export async function startRedisCluster(o: RedisClusterOptions): Promise<RedisCl
       const p = new PhoneSim({ wsUrl: "ws://unused", restBase: "http://unused", token: t, userId: user, resolveEndpoint: gatewayResolver(c.gatewayUrl, t), reconnect: po.reconnect ?? false });
       phones.push(p);
       return p;
+    },
+    async settled(timeoutMs = 45_000) {
+      const end = Date.now() + timeoutMs;
+      let pods: PodView[] = [];
+      for (;;) {
+        const r = await fetch(`${c.gatewayUrl}/admin/pods`, { headers: { authorization: `Bearer ${adminToken}` } });
+        pods = ((await r.json()) as { pods: PodView[] }).pods;
+        if (pods.length === c.podIds.length && pods.every((p) => p.state === "ready" && loadScore(p) < 0.05)) return pods;
+        if (Date.now() > end) throw new Error(`pods did not settle in ${timeoutMs} ms: ${JSON.stringify(pods.map((p) => ({ podId: p.podId, state: p.state, lagP99Ms: p.lagP99Ms, elu: p.elu, score: loadScore(p) })))}`);
+        await new Promise((res) => setTimeout(res, 500));
+      }
     },
     admin(path) {
       const post = path.startsWith("/admin/pods/");

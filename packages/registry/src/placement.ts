@@ -39,6 +39,50 @@ export function pickPod(pods: PodView[], random: () => number = Math.random, exc
   return loadScore(a) <= loadScore(b) ? a : b;
 }
 
+/**
+ * The placements this process made that the pods' own records do not show yet. A pod reports its
+ * sessions every heartbeat (2 s) and the snapshot is a second old on top of that, so without this
+ * every new user in a burst would go to whichever pods looked least loaded at the last heartbeat
+ * (power of two choices on stale figures herds). A placement counts on its pod until that pod
+ * writes a record newer than the placement (which then includes it), at most `horizonMs`.
+ */
+export class PlacementLedger {
+  private readonly times = new Map<string, { t: number[]; head: number }>();
+
+  constructor(private readonly now: () => number = Date.now, private readonly horizonMs = 10_000) {}
+
+  note(podId: string): void {
+    let e = this.times.get(podId);
+    if (!e) this.times.set(podId, (e = { t: [], head: 0 }));
+    e.t.push(this.now());
+  }
+
+  /** Placements on `p` made after its record was written. */
+  pending(p: Pick<PodView, "podId" | "updatedAt">): number {
+    const e = this.times.get(p.podId);
+    if (!e) return 0;
+    const floor = Math.max(p.updatedAt, this.now() - this.horizonMs);
+    while (e.head < e.t.length && e.t[e.head]! <= floor) e.head++;
+    if (e.head === e.t.length) {
+      this.times.delete(p.podId);
+      return 0;
+    }
+    if (e.head > 1024 && e.head * 2 > e.t.length) {
+      e.t = e.t.slice(e.head);
+      e.head = 0;
+    }
+    return e.t.length - e.head;
+  }
+
+  /** The pods as placement should see them: each one's sessions plus its pending placements. */
+  view(pods: PodView[]): PodView[] {
+    return pods.map((p) => {
+      const n = this.pending(p);
+      return n === 0 ? p : { ...p, sessions: p.sessions + n };
+    });
+  }
+}
+
 export type RouteDecision =
   | { ok: true; pod: PodView; assignment: Assignment; placed: boolean; source: "store" | "cache" }
   | { ok: false; code: "no_capacity" | "registry_unavailable"; retryAfterS: number };
@@ -76,6 +120,7 @@ export class Router {
   snapshotAt = 0;
   snapshotOk = false;
   private readonly cache = new Map<string, Assignment>();
+  private readonly ledger = new PlacementLedger();
   private readonly o: Required<Omit<RouterOptions, "onError">> & Pick<RouterOptions, "onError">;
 
   constructor(opts: RouterOptions) {
@@ -156,7 +201,7 @@ export class Router {
       // most likely still holds the session, so the user does not get a second owner.
       const known = current === null ? this.cache.get(userId) : undefined;
       const knownPod = known && this.pods.get(known.podId);
-      const pick = knownPod && keeps(knownPod) ? knownPod : pickPod(this.snapshot(), this.o.random);
+      const pick = knownPod && keeps(knownPod) ? knownPod : pickPod(this.ledger.view(this.snapshot()), this.o.random);
       if (!pick) return { ok: false, code: "no_capacity", retryAfterS: 5 };
       let res: { won: boolean; assignment: Assignment | null };
       try {
@@ -167,6 +212,7 @@ export class Router {
       }
       if (res.won && res.assignment) {
         this.remember(res.assignment);
+        if (res.assignment.podId === pick.podId) this.ledger.note(pick.podId);
         return { ok: true, pod: pick, assignment: res.assignment, placed: true, source: "store" };
       }
       current = res.assignment; // someone else changed it first: judge their answer

@@ -8,6 +8,8 @@ import {
   RedisPodRegistry,
   pickPod,
   admits,
+  PlacementLedger,
+  Router,
   type AssignmentStore,
   type PodRecord,
   type PodRegistry,
@@ -161,4 +163,43 @@ test("placement: only admitting pods, power of two choices prefers the less load
   const seq = [0.1, 0.9, 0.6, 0.2];
   for (let i = 0; i < 4; i++) assert.equal(pickPod(pods, () => seq[r++ % seq.length]!)?.podId, "idle");
   assert.equal(pickPod(pods.filter((p) => !admits(p))), null);
+});
+
+test("a burst of new users on a stale snapshot spreads over every pod instead of herding onto the least loaded", async () => {
+  // Three idle pods whose records are a heartbeat old; pod-a shows a little more lag (noise).
+  const registry = new MemoryPodRegistry();
+  const assignments = new MemoryAssignmentStore();
+  const cap = { maxSessions: 1000, lagP99CapMs: 2000, eluCap: 1.01 };
+  await registry.heartbeat(record("pod-a", { lagP99Ms: 4.2, elu: 0, capacity: cap }), 60_000);
+  await registry.heartbeat(record("pod-b", { lagP99Ms: 2.2, elu: 0, capacity: cap }), 60_000);
+  await registry.heartbeat(record("pod-c", { lagP99Ms: 2.5, elu: 0, capacity: cap }), 60_000);
+  const router = new Router({ registry, assignments, snapshotIntervalMs: 60_000 });
+  await router.start();
+  try {
+    const per = new Map<string, number>();
+    for (let i = 0; i < 300; i++) {
+      const d = await router.route(`burst${i}@example.com`);
+      assert.ok(d.ok && d.placed);
+      per.set(d.pod.podId, (per.get(d.pod.podId) ?? 0) + 1);
+    }
+    // Without the ledger pod-a (worst score) would get none and pod-b two thirds.
+    for (const id of ["pod-a", "pod-b", "pod-c"]) assert.ok((per.get(id) ?? 0) >= 80, `${id} got ${per.get(id) ?? 0} of 300: ${JSON.stringify([...per])}`);
+  } finally {
+    router.stop();
+  }
+});
+
+test("placement ledger: a placement counts until the pod's own record is newer, at most the horizon", () => {
+  let now = 1000;
+  const ledger = new PlacementLedger(() => now, 10_000);
+  const v = (updatedAt: number): PodView => ({ ...record("p"), updatedAt, control: { cordoned: false, drainRequested: false, updatedAt: 0 } });
+  ledger.note("p");
+  now = 1500;
+  ledger.note("p");
+  assert.equal(ledger.view([v(900)])[0]!.sessions, 2, "both placements are newer than the record");
+  assert.equal(ledger.pending(v(1200)), 1, "the record at 1200 includes the first");
+  assert.equal(ledger.pending(v(1600)), 0);
+  ledger.note("p");
+  now = 20_000;
+  assert.equal(ledger.pending(v(0)), 0, "older than the horizon");
 });

@@ -11,7 +11,7 @@
  * With the registry unreachable the claims fail; phones are still sent back (they retry through
  * the gateway) and the drain still ends by its deadline.
  */
-import { pickPod, type Assignment } from "@mentra-cluster/registry";
+import { pickPod, PlacementLedger, type Assignment } from "@mentra-cluster/registry";
 import type { DrainProgress } from "@mentra-cluster/registry";
 import type { Pod } from "../server.ts";
 
@@ -31,6 +31,8 @@ export class Drainer {
   private wake: (() => void) | null = null;
   moved = 0;
   movedWithoutClaim = 0;
+  /** Moves not yet in the receiving pods' records: spreads a batch instead of herding it onto one pod. */
+  private readonly ledger = new PlacementLedger();
 
   constructor(private readonly pod: Pod) {}
 
@@ -117,12 +119,13 @@ export class Drainer {
     if (!s || s.disposed) return;
     const c = pod.ctx.cluster;
     if (c) {
-      const target = pickPod(c.snapshot(), Math.random, pod.config.podId);
+      const target = pickPod(this.ledger.view(c.snapshot()), Math.random, pod.config.podId);
       const current: Assignment | null = s.epoch !== null ? { userId, podId: pod.config.podId, epoch: s.epoch } : null;
       let claimed = false;
       if (target && current) {
         const r = await c.move(userId, target.podId, current);
         claimed = r === "won" || r === "elsewhere";
+        if (r === "won") this.ledger.note(target.podId);
       }
       if (!claimed) this.movedWithoutClaim++;
     }
