@@ -16,7 +16,7 @@
  * The pods' admission caps (sessions, lag, ELU, new sessions per second) are lifted, so a run can
  * go past the knee to the breaking point; lag is sampled every 250 ms for finer step figures.
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -134,7 +134,7 @@ export async function startOwnCluster(o: OwnClusterOptions): Promise<OwnCluster>
       Array.from({ length: o.pods }, async (_, i) => {
         const podId = `pod-${i}`;
         const port = await freePort();
-        const { child, readyJson } = await spawnChild(podId, process.execPath, [...tsx, ...(process.env.LOADTEST_POD_CPU_PROF ? ["--cpu-prof", "--cpu-prof-dir", process.env.LOADTEST_POD_CPU_PROF] : []), path.join(HERE, "pod-process.ts")], {
+        const { child, readyJson } = await spawnChild(podId, process.execPath, [...tsx, ...podNodeArgs(), path.join(HERE, "pod-process.ts")], {
           cwd: REPO_ROOT,
           env: {
             ...base,
@@ -146,6 +146,7 @@ export async function startOwnCluster(o: OwnClusterOptions): Promise<OwnCluster>
           },
           ready: (_l, j) => j?.msg === "loadtest pod ready",
           timeoutMs: 30_000,
+          ...podLogTo(podId),
         });
         started.push(child);
         return { podId, httpUrl: String(readyJson!.httpUrl), pid: child.pid, child };
@@ -179,4 +180,25 @@ export async function startOwnCluster(o: OwnClusterOptions): Promise<OwnCluster>
     await stopAll();
     throw err;
   }
+}
+
+/**
+ * Extra node arguments for the pod processes, for looking inside a run:
+ * LOADTEST_POD_CPU_PROF=<dir> writes each pod's .cpuprofile there; LOADTEST_POD_NODE_ARGS adds
+ * arguments as they are (space-separated, e.g. "--trace-gc" or "--max-semi-space-size=32");
+ * LOADTEST_POD_LOG_DIR=<dir> keeps each pod's whole stdout (its pino log, --trace-gc lines) in
+ * <dir>/<podId>.log (otherwise only the last lines are kept, for start-up errors).
+ */
+function podNodeArgs(env: NodeJS.ProcessEnv = process.env): string[] {
+  const args = env.LOADTEST_POD_CPU_PROF ? ["--cpu-prof", "--cpu-prof-dir", env.LOADTEST_POD_CPU_PROF] : [];
+  if (env.LOADTEST_POD_NODE_ARGS) args.push(...env.LOADTEST_POD_NODE_ARGS.split(/\s+/).filter(Boolean));
+  return args;
+}
+
+function podLogTo(podId: string, env: NodeJS.ProcessEnv = process.env): { onLine?: (line: string) => void } {
+  const dir = env.LOADTEST_POD_LOG_DIR;
+  if (!dir) return {};
+  mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, `${podId}.log`);
+  return { onLine: (line) => appendFileSync(file, line + "\n") };
 }
