@@ -13,6 +13,7 @@ import { parseArgs } from "node:util";
 import { createInterface } from "node:readline";
 import { mintUserToken, readWav } from "@mentra-cluster/protocol";
 import { AppSim, PhoneSim } from "@mentra-cluster/phone-sim";
+import { POD_NODE_FLAGS } from "@mentra-cluster/pod/node-flags";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const { values } = parseArgs({
@@ -42,7 +43,7 @@ function rssMb(pid: number): number {
 }
 
 async function startPod(appUrl: string, metricsEnabled: boolean): Promise<{ child: ChildProcess; http: string; ws: string }> {
-  const child = spawn(process.execPath, [...(values.profile ? ["--cpu-prof", `--cpu-prof-dir=${path.join(root, "bench/out")}`] : []), "--import", "tsx", path.join(root, "bench/pod-process.ts")], {
+  const child = spawn(process.execPath, [...POD_NODE_FLAGS, ...(values.profile ? ["--cpu-prof", `--cpu-prof-dir=${path.join(root, "bench/out")}`] : []), "--import", "tsx", path.join(root, "bench/pod-process.ts")], {
     cwd: root,
     env: { ...process.env, JWT_SECRET: SECRET, BENCH_APP_URL: appUrl, LAG_SAMPLE_INTERVAL_MS: "250", METRICS_ENABLED: String(metricsEnabled) },
     stdio: ["ignore", "pipe", "inherit"],

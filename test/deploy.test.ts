@@ -27,6 +27,7 @@ import { parse as parseYaml, parseAllDocuments, stringify as stringifyYaml } fro
 import { Gateway, loadGatewayConfig } from "@mentra-cluster/gateway";
 import { MemoryAssignmentStore, MemoryPodRegistry } from "@mentra-cluster/registry";
 import { mintUserToken } from "@mentra-cluster/protocol";
+import { POD_NODE_FLAGS } from "@mentra-cluster/pod/node-flags";
 import { eventually, startTestPod } from "./helpers/pod.ts";
 import { startRedis, type RedisHandle } from "./helpers/redis.ts";
 
@@ -498,7 +499,7 @@ test("one image: the Dockerfile, the chart and porter.yaml run the same commands
   assert.ok(/^[1-9]\d*(:\d+)?$/.test(d.user), `USER must be a numeric non-root uid, got ${d.user}`);
   assert.ok(["tini", "dumb-init", "docker-init"].includes(basename(d.entrypoint[0] ?? "")), `ENTRYPOINT is an init: ${d.entrypoint}`);
   const pod = containerArgv(d);
-  assert.deepEqual(pod, ["node", "--import", "tsx", "apps/pod/src/main.ts"]);
+  assert.deepEqual(pod, ["node", ...POD_NODE_FLAGS, "--import", "tsx", "apps/pod/src/main.ts"], "the pod runs with POD_NODE_FLAGS");
   assert.deepEqual(templateArgs("pod-statefulset.yaml"), d.cmd, "the chart's pod args are the image's CMD");
   const gatewayArgs = templateArgs("gateway.yaml");
   assert.deepEqual(gatewayArgs, ["node", "--import", "tsx", "apps/gateway/src/main.ts"]);

@@ -14,6 +14,7 @@ import { EmbeddedDirectory, hashApiKey, type Directory, type SeedFile } from "@m
 import { Gateway, loadGatewayConfig } from "@mentra-cluster/gateway";
 import { MemoryAssignmentStore, MemoryPodRegistry } from "@mentra-cluster/registry";
 import { createPod, loadConfig, type Pod } from "@mentra-cluster/pod";
+import { POD_NODE_FLAGS } from "@mentra-cluster/pod/node-flags";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
 
@@ -158,7 +159,7 @@ export async function startLocalCluster(o: LocalClusterOptions = {}): Promise<Lo
   }
   await Promise.all(
     podIds.map(async (podId, i) => {
-      const child = spawn(process.execPath, ["--import", "tsx", resolve(ROOT, "apps/pod/src/main.ts")], {
+      const child = spawn(process.execPath, [...POD_NODE_FLAGS, "--import", "tsx", resolve(ROOT, "apps/pod/src/main.ts")], {
         cwd: ROOT,
         env: {
           ...baseEnv,

@@ -20,6 +20,7 @@ import { appendFileSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { POD_NODE_FLAGS } from "@mentra-cluster/pod/node-flags";
 import { freePort, spawnChild, type Child } from "./proc.ts";
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
@@ -183,14 +184,14 @@ export async function startOwnCluster(o: OwnClusterOptions): Promise<OwnCluster>
 }
 
 /**
- * Extra node arguments for the pod processes, for looking inside a run:
+ * Node arguments for the pod processes: the pods' own (POD_NODE_FLAGS), then, for looking inside a run:
  * LOADTEST_POD_CPU_PROF=<dir> writes each pod's .cpuprofile there; LOADTEST_POD_NODE_ARGS adds
  * arguments as they are (space-separated, e.g. "--trace-gc" or "--max-semi-space-size=32");
  * LOADTEST_POD_LOG_DIR=<dir> keeps each pod's whole stdout (its pino log, --trace-gc lines) in
  * <dir>/<podId>.log (otherwise only the last lines are kept, for start-up errors).
  */
 function podNodeArgs(env: NodeJS.ProcessEnv = process.env): string[] {
-  const args = env.LOADTEST_POD_CPU_PROF ? ["--cpu-prof", "--cpu-prof-dir", env.LOADTEST_POD_CPU_PROF] : [];
+  const args = [...POD_NODE_FLAGS, ...(env.LOADTEST_POD_CPU_PROF ? ["--cpu-prof", "--cpu-prof-dir", env.LOADTEST_POD_CPU_PROF] : [])];
   if (env.LOADTEST_POD_NODE_ARGS) args.push(...env.LOADTEST_POD_NODE_ARGS.split(/\s+/).filter(Boolean));
   return args;
 }
