@@ -648,7 +648,7 @@ describe("SubscriptionManager", () => {
     sm.update("A", ["transcription"]);
     sm.update("B", ["transcription:en-US"]);
     sm.update("C", ["transcription:fr-FR"]);
-    assert.deepEqual(sm.transcriptionLanguages().sort(), ["en-US", "fr-FR"]);
+    assert.deepEqual([...sm.transcriptionLanguages()].sort(), ["en-US", "fr-FR"]);
     assert.deepEqual(sm.transcriptionTargets("en-US"), [["A", "transcription"], ["B", "transcription:en-US"]]);
     assert.deepEqual(sm.transcriptionTargets("fr-FR"), [["C", "transcription:fr-FR"]]);
   });

@@ -11,6 +11,9 @@ export class SubscriptionManager {
   private transcription = new Map<string, [pkg: string, sub: string][]>();
   private wildcard: string[] = [];
   private audioNeeded = false;
+  /** Per-packet answers, derived in rebuild(): read-only to callers. */
+  private languages: readonly string[] = [];
+  private audioChunk: readonly (readonly [pkg: string, sub: string])[] = [];
 
   update(pkg: string, subs: string[]): void {
     this.byApp.set(pkg, [...new Set(subs)]);
@@ -38,10 +41,9 @@ export class SubscriptionManager {
     return out;
   }
 
-  transcriptionLanguages(): string[] {
-    const langs = [...this.transcription.keys()];
-    if (this.wildcard.length > 0 && !langs.includes("en-US")) langs.push("en-US");
-    return langs;
+  /** Languages some app transcribes (wildcard apps imply en-US); asked once per audio packet. */
+  transcriptionLanguages(): readonly string[] {
+    return this.languages;
   }
 
   transcriptionTargets(lang: string): [pkg: string, sub: string][] {
@@ -50,10 +52,9 @@ export class SubscriptionManager {
     return [...exact, ...this.wildcard.filter((p) => !exact.some(([e]) => e === p)).map((p): [string, string] => [p, `transcription:${lang}`])];
   }
 
-  audioChunkApps(): [pkg: string, sub: string][] {
-    const exact = this.byStream.get("audio_chunk") ?? [];
-    if (this.wildcard.length === 0) return exact;
-    return [...exact, ...this.wildcard.filter((p) => !exact.some(([e]) => e === p)).map((p): [string, string] => [p, "audio_chunk"])];
+  /** Apps that receive raw audio; asked once per audio packet. */
+  audioChunkApps(): readonly (readonly [pkg: string, sub: string])[] {
+    return this.audioChunk;
   }
 
   /** True while any app holds a subscription that needs the microphone. */
@@ -90,5 +91,10 @@ export class SubscriptionManager {
     this.transcription = transcription;
     this.wildcard = wildcard;
     this.audioNeeded = audio;
+    const langs = [...transcription.keys()];
+    if (wildcard.length > 0 && !langs.includes("en-US")) langs.push("en-US");
+    this.languages = langs;
+    const exact = byStream.get("audio_chunk") ?? [];
+    this.audioChunk = [...exact, ...wildcard.filter((p) => !exact.some(([e]) => e === p)).map((p): [string, string] => [p, "audio_chunk"])];
   }
 }

@@ -64,6 +64,7 @@ export class ReorderBuffer {
   }
 
   private drainConsecutive(out: Buffer[]): void {
+    if (this.buffered.size === 0) return; // the in-order path: nothing held back
     for (;;) {
       const next = this.buffered.get(this.expected!);
       if (!next) return;
