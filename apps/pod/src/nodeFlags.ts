@@ -10,9 +10,10 @@
  * a full mark-compact about every 0.5 s while reclaiming almost nothing (`--trace-gc`: 38 → 36.5
  * MB). The GC helper threads then used 85–135 ms of CPU per second at 400 users, a quarter of the
  * pod's CPU. A 128 MB floor for the limit makes the room larger than the young generation: one
- * mark-compact every minute or two, GC threads ≈ 12 ms/s, and ≈ 12 % less pod CPU per user
- * (bench/RESULTS.md, "GC"). It is a starting limit, not a cap: the heap still grows to V8's
- * maximum, and garbage is collected as before. V8 does not accept this flag in NODE_OPTIONS, so it
- * is on the command line.
+ * mark-compact every minute or two, GC threads ≈ 12 ms/s, and ≈ 15–20 % less pod CPU per user at
+ * 400 users (bench/RESULTS.md, "GC"). From about 600 users on, the live heap is large enough for
+ * V8's own limit and the flag makes no measurable difference. It is a starting limit, not a cap:
+ * the heap still grows to V8's maximum, and garbage is collected as before. V8 does not accept
+ * this flag in NODE_OPTIONS, so it is on the command line.
  */
 export const POD_NODE_FLAGS: readonly string[] = ["--initial-old-space-size=128"];
