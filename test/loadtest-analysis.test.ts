@@ -263,19 +263,30 @@ test("a step stopped before it was measured is left out of the answer and named"
 test("CLI options: counts are whole numbers in range, steps within --users, --stt-frame-ms 0 allowed", () => {
   const bad: [string[], RegExp][] = [
     [["--users", "1.5"], /--users must be a whole number/],
-    [["--workers", "0.5"], /--workers must be a whole number/],
+    [["--workers", "1.5"], /--workers must be a whole number/],
     [["--pods", "2.5"], /--pods must be a whole number/],
     [["--fail-threshold", "2"], /--fail-threshold must be a number from 0 to 1/],
     [["--ui-port", "99999"], /--ui-port must be a number from 0 to 65535/],
     [["--stt-frame-ms=-1"], /--stt-frame-ms must be a number from 0 to 1000/],
     [["--users", "100", "--steps", "50,200"], /--steps 200 above --users 100/],
     [["--users", ""], /--users must be a number/],
+    [["--users", "-5"], /--users must be a number from 1 to 100000, got "-5"/],
+    [["--hold", "-1"], /--hold must be a number ≥ 1, got "-1"/],
+    [["--users", "1e12"], /--users must be a number from 1 to 100000/],
+    [["--steps", ""], /--steps must be user counts separated by commas/],
+    [["--steps", "10,,20"], /--steps must be user counts separated by commas/],
+    [["--steps", "10,x"], /--steps must be a number/],
+    [["--workers", "0"], /--workers must be a number from 1 to 64/],
+    [["--gateway", "not-a-url"], /--gateway must be an http:\/\/ or https:\/\/ URL/],
+    [["--wav", "/nonexistent.wav"], /--wav: .*nonexistent\.wav/],
   ];
   for (const [argv, re] of bad) assert.throws(() => parseCli(argv), re, argv.join(" "));
   assert.equal(parseCli(["--stt-frame-ms", "0"])!.sttFrameMs, 0);
   assert.equal(parseCli(["--stt-frame-ms", "80"])!.sttFrameMs, 80);
   assert.equal(parseCli([])!.sttFrameMs, 100);
   assert.deepEqual(parseCli(["--steps", "10,20"])!.steps, [10, 20]);
+  assert.equal(parseCli(["--gateway", "http://127.0.0.1:7000/"])!.gateway, "http://127.0.0.1:7000");
+  assert.equal(parseCli(["--lag-threshold", "20", "--users", "30"])!.users, 30, "a negative-looking value is only joined to the option before it");
 });
 
 test("a loop near 100% with low lag but seconds of audio → display latency is degradation too", () => {

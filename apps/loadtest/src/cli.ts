@@ -30,7 +30,7 @@ async function main(): Promise<number> {
   try {
     o = parseCli(process.argv.slice(2));
   } catch (err) {
-    console.error(`loadtest: ${(err as Error).message}\n\n${USAGE}`);
+    console.error(`loadtest: ${oneLine(err)}\n\n${USAGE}`);
     return 2;
   }
   if (!o) {
@@ -49,7 +49,7 @@ async function main(): Promise<number> {
       stored = JSON.parse(readFileSync(REANALYZE.path, "utf8")) as RunReport;
       if (!stored || !Array.isArray(stored.samples) || !Array.isArray(stored.windows) || !stored.options) throw new Error("not a samples.json written by a load-test run (samples, windows, options missing)");
     } catch (err) {
-      console.error(`loadtest: --from ${REANALYZE.path}: ${(err as Error).message}`);
+      console.error(`loadtest: --from ${REANALYZE.path}: ${oneLine(err)}`);
       return 1;
     }
     const argv = process.argv.slice(2).join(" ");
@@ -172,3 +172,8 @@ main().then(
     process.exit(1);
   },
 );
+
+/** An error as one line (parseArgs hints and JSON.parse messages quoting the file span lines). */
+function oneLine(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).replace(/\s*\n\s*/g, " ");
+}

@@ -102,7 +102,10 @@ export class PodMonitor {
     if (this.o.pods) return;
     if (!force && Date.now() - this.lastDiscovery < 10_000) return;
     this.lastDiscovery = Date.now();
-    const res = await fetch(`${this.o.gatewayUrl}/admin/pods`, { headers: { authorization: `Bearer ${this.o.adminToken}` }, signal: AbortSignal.timeout(this.o.timeoutMs) });
+    const url = `${this.o.gatewayUrl}/admin/pods`;
+    const res = await fetch(url, { headers: { authorization: `Bearer ${this.o.adminToken}` }, signal: AbortSignal.timeout(this.o.timeoutMs) }).catch((err: Error & { cause?: { code?: string; message?: string } }) => {
+      throw new Error(`cannot reach the gateway: GET ${url}: ${err.cause?.code ?? err.cause?.message ?? err.message}`);
+    });
     if (!res.ok) throw new Error(`GET ${this.o.gatewayUrl}/admin/pods answered ${res.status}: give the cluster's admin token (--admin-token or ADMIN_TOKEN)`);
     const body = (await res.json()) as { pods: { podId: string; endpoints: { httpUrl: string; internalUrl?: string } }[] };
     const known = new Map(this.targets.map((t) => [t.podId, t]));

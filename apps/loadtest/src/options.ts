@@ -3,10 +3,13 @@ import { existsSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_STT_FRAME_MS } from "@mentra-cluster/pod";
+import { loadPackets } from "./audio.ts";
 import { REPO_ROOT } from "./cluster.ts";
 import type { Feature, LoadtestOptions } from "./types.ts";
 
 export const DEFAULT_STEPS = [10, 50, 100, 200, 500, 1000, 2000];
+/** More users than one driver machine could ever seed and drive: a typo, refused before anything starts. */
+export const MAX_USERS = 100_000;
 /** Set by --from: analyse a stored samples.json again instead of running. */
 export const REANALYZE: { path: string | null } = { path: null };
 export const AUDIO_DIR = path.resolve(REPO_ROOT, "../shared/data/audio");
@@ -106,46 +109,63 @@ export const USAGE = `usage: npm run loadtest -- [options]
   --wav FILE             a speech clip to loop (repeatable; default every WAV in ../shared/data/audio)
   -h, --help`;
 
+const CLI_OPTIONS = {
+  users: { type: "string" },
+  steps: { type: "string" },
+  ramp: { type: "string" },
+  hold: { type: "string" },
+  settle: { type: "string" },
+  "hold-wait": { type: "string" },
+  "lag-threshold": { type: "string" },
+  "latency-threshold": { type: "string" },
+  "fail-threshold": { type: "string" },
+  "no-stop-at-break": { type: "boolean" },
+  gateway: { type: "string" },
+  "admin-token": { type: "string" },
+  "jwt-secret": { type: "string" },
+  pods: { type: "string" },
+  transcription: { type: "string" },
+  workers: { type: "string" },
+  "stt-frame-ms": { type: "string" },
+  "sdk-users": { type: "string" },
+  features: { type: "string" },
+  sample: { type: "string" },
+  out: { type: "string" },
+  "ui-port": { type: "string" },
+  "no-ui": { type: "boolean" },
+  interactive: { type: "boolean" },
+  "generator-cpu-limit": { type: "string" },
+  "host-busy-limit": { type: "string" },
+  prefix: { type: "string" },
+  domain: { type: "string" },
+  wav: { type: "string", multiple: true },
+  "log-level": { type: "string" },
+  "no-seed": { type: "boolean" },
+  from: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+/**
+ * `--users -5` as `--users=-5`: parseArgs takes a value that starts with "-" for an option and
+ * refuses it with a three-line hint, so a negative number would never reach the range checks'
+ * one-line error.
+ */
+function joinNegativeValues(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const name = a.startsWith("--") && !a.includes("=") ? a.slice(2) : null;
+    const next = argv[i + 1];
+    if (name && (CLI_OPTIONS as Record<string, { type: string }>)[name]?.type === "string" && next !== undefined && /^-\.?\d/.test(next)) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else out.push(a);
+  }
+  return out;
+}
+
 export function parseCli(argv: string[]): LoadtestOptions | null {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      users: { type: "string" },
-      steps: { type: "string" },
-      ramp: { type: "string" },
-      hold: { type: "string" },
-      settle: { type: "string" },
-      "hold-wait": { type: "string" },
-      "lag-threshold": { type: "string" },
-      "latency-threshold": { type: "string" },
-      "fail-threshold": { type: "string" },
-      "no-stop-at-break": { type: "boolean" },
-      gateway: { type: "string" },
-      "admin-token": { type: "string" },
-      "jwt-secret": { type: "string" },
-      pods: { type: "string" },
-      transcription: { type: "string" },
-      workers: { type: "string" },
-      "stt-frame-ms": { type: "string" },
-      "sdk-users": { type: "string" },
-      features: { type: "string" },
-      sample: { type: "string" },
-      out: { type: "string" },
-      "ui-port": { type: "string" },
-      "no-ui": { type: "boolean" },
-      interactive: { type: "boolean" },
-      "generator-cpu-limit": { type: "string" },
-      "host-busy-limit": { type: "string" },
-      prefix: { type: "string" },
-      domain: { type: "string" },
-      wav: { type: "string", multiple: true },
-      "log-level": { type: "string" },
-      "no-seed": { type: "boolean" },
-      from: { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
-    strict: true,
-  });
+  const { values } = parseArgs({ args: joinNegativeValues(argv), options: CLI_OPTIONS, strict: true });
   if (values.help) return null;
   if (values.from) REANALYZE.path = path.resolve(values.from);
   const num = (name: string, v: string | undefined, min = 0, max = Infinity): number | undefined => {
@@ -164,9 +184,13 @@ export function parseCli(argv: string[]): LoadtestOptions | null {
   const set = <K extends keyof LoadtestOptions>(k: K, v: LoadtestOptions[K] | undefined) => {
     if (v !== undefined) over[k] = v;
   };
-  set("users", int("users", values.users, 1));
-  if (values.steps) over.steps = values.steps.split(/[ ,]+/).filter(Boolean).map((s) => int("steps", s, 1)!);
-  if (values.steps && values.users === undefined) over.users = Math.max(...over.steps!);
+  set("users", int("users", values.users, 1, MAX_USERS));
+  if (values.steps !== undefined) {
+    const items = values.steps.split(",").map((s) => s.trim());
+    if (items.some((s) => s === "")) throw new Error(`--steps must be user counts separated by commas, got ${JSON.stringify(values.steps)}`);
+    over.steps = items.map((s) => int("steps", s, 1, MAX_USERS)!);
+  }
+  if (values.steps !== undefined && values.users === undefined) over.users = Math.max(...over.steps!);
   if (over.steps && over.users !== undefined) {
     const above = over.steps.filter((s) => s > over.users!);
     if (above.length) throw new Error(`--steps ${above.join(",")} above --users ${over.users} (the users seeded for this run)`);
@@ -179,7 +203,7 @@ export function parseCli(argv: string[]): LoadtestOptions | null {
   set("latencyThresholdMs", num("latency-threshold", values["latency-threshold"], 1));
   set("failThreshold", num("fail-threshold", values["fail-threshold"], 0, 1));
   if (values["no-stop-at-break"]) over.stopAtBreak = false;
-  if (values.gateway) over.gateway = values.gateway;
+  if (values.gateway !== undefined) over.gateway = gatewayUrl(values.gateway);
   set("adminToken", values["admin-token"]);
   set("jwtSecret", values["jwt-secret"]);
   set("pods", int("pods", values.pods, 1, 64));
@@ -187,7 +211,7 @@ export function parseCli(argv: string[]): LoadtestOptions | null {
     if (values.transcription !== "stream" && values.transcription !== "energy") throw new Error("--transcription must be stream or energy");
     over.transcription = values.transcription;
   }
-  set("workers", int("workers", values.workers, 0, 64));
+  set("workers", int("workers", values.workers, 1, 64));
   set("sttFrameMs", int("stt-frame-ms", values["stt-frame-ms"], 0, 1000));
   set("sdkUsers", int("sdk-users", values["sdk-users"], 0));
   if (values.features !== undefined) {
@@ -209,6 +233,24 @@ export function parseCli(argv: string[]): LoadtestOptions | null {
   if (values["no-seed"]) over.seed = false;
   const o = defaultOptions(over);
   if (o.wavs.length === 0) throw new Error(`no speech clips: ${AUDIO_DIR} has no WAV files (give --wav)`);
+  // Read the clips now, as the generators will: a wrong --wav is one line before anything starts.
+  try {
+    loadPackets(o.wavs);
+  } catch (err) {
+    throw new Error(`--wav: ${(err as Error).message}`);
+  }
   if (o.interactive && o.uiPort === null) throw new Error("--interactive needs the live page (drop --no-ui)");
   return o;
+}
+
+/** --gateway: an http(s) base URL, without a trailing slash. */
+function gatewayUrl(v: string): string {
+  let u: URL | null = null;
+  try {
+    u = new URL(v);
+  } catch {
+    u = null;
+  }
+  if (!u || (u.protocol !== "http:" && u.protocol !== "https:")) throw new Error(`--gateway must be an http:// or https:// URL, got ${JSON.stringify(v)}`);
+  return v.replace(/\/+$/, "");
 }

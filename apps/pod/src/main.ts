@@ -114,12 +114,12 @@ function safeHost(url: string | undefined): string | undefined {
   }
 }
 
+/** Configuration and start-up errors: one clear line, exit 1 (no stack for a wrong setting). */
+export function cannotStart(err: unknown): never {
+  process.stderr.write(`pod: cannot start: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+}
+
 if (import.meta.url === `file://${process.argv[1]}`) {
-  try {
-    await runPod();
-  } catch (err) {
-    // Configuration and start-up errors: one clear line, exit 1 (no stack for a wrong setting).
-    process.stderr.write(`pod: cannot start: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
-  }
+  await runPod().catch(cannotStart);
 }

@@ -58,3 +58,27 @@ test("the log sink drops and counts lines beyond its bound instead of growing wi
   const written = chunks.join("").split("\n").filter(Boolean).length;
   assert.equal(written + sink.dropped, 200, "every line is either written or counted");
 });
+
+test("`npm run start:pod` on a port already in use: one 'cannot start' line and exit 1, like `npm run pod`", async () => {
+  const net = await import("node:net");
+  const busy = net.createServer();
+  await new Promise<void>((r) => busy.listen(0, "127.0.0.1", () => r()));
+  const port = (busy.address() as { port: number }).port;
+  try {
+    for (const entry of ["apps/pod/src/cli/start.ts", "apps/pod/src/main.ts"]) {
+      const child = spawn(process.execPath, ["--import", "tsx", path.join(root, entry)], {
+        cwd: root,
+        env: { ...process.env, PORT: String(port), HOST: "127.0.0.1", UDP_PORT: "0", POD_ID: "pod-busy", JWT_SECRET: "busy-secret", LOG_LEVEL: "silent" },
+        stdio: ["ignore", "ignore", "pipe"],
+      });
+      let stderr = "";
+      child.stderr!.on("data", (d) => (stderr += d));
+      const code = await new Promise<number | null>((r) => child.once("exit", (c) => r(c)));
+      assert.equal(code, 1, `${entry}: exit code (stderr: ${stderr})`);
+      assert.match(stderr, /^pod: cannot start: .*EADDRINUSE/m, entry);
+      assert.equal(stderr.trim().split("\n").length, 1, `${entry}: one line, got ${stderr}`);
+    }
+  } finally {
+    busy.close();
+  }
+});

@@ -8,10 +8,15 @@ import { fileURLToPath } from "node:url";
 import { EmbeddedDirectory, hashApiKey } from "@mentra-cluster/directory";
 import { mintUserToken } from "@mentra-cluster/protocol";
 import { loadConfig } from "../config.ts";
-import { runPod } from "../main.ts";
+import { cannotStart, runPod } from "../main.ts";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../../../..");
-const config = loadConfig({ POD_ID: "pod-0", ...process.env });
+let config: ReturnType<typeof loadConfig>;
+try {
+  config = loadConfig({ POD_ID: "pod-0", ...process.env });
+} catch (err) {
+  cannotStart(err);
+}
 const demoUser = process.env.DEMO_USER ?? "demo@mentra.glass";
 const demoPkg = process.env.DEMO_APP ?? "com.mentra.demo.transcribe";
 const demoKey = process.env.DEMO_API_KEY ?? "demo-api-key";
@@ -26,7 +31,8 @@ const directory = process.env.DIRECTORY_SEED
       },
     });
 
-const { pod, shutdown: stopPod } = await runPod(config, { directory });
+// A port in use or a bad setting: one line and exit 1, like `npm run pod` (not a logged exception and exit 0).
+const { pod, shutdown: stopPod } = await runPod(config, { directory }).catch(cannotStart);
 const addrs = pod.addresses;
 
 const child = spawn(process.execPath, [resolve(root, "apps/loadtest-app/src/app.mjs")], {
