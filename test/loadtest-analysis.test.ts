@@ -285,6 +285,7 @@ test("CLI options: counts are whole numbers in range, steps within --users, --st
   assert.equal(parseCli(["--stt-frame-ms", "80"])!.sttFrameMs, 80);
   assert.equal(parseCli([])!.sttFrameMs, 100);
   assert.deepEqual(parseCli(["--steps", "10,20"])!.steps, [10, 20]);
+  assert.deepEqual(parseCli(["--steps", "10 20, 30"])!.steps, [10, 20, 30], "spaces separate counts too");
   assert.equal(parseCli(["--gateway", "http://127.0.0.1:7000/"])!.gateway, "http://127.0.0.1:7000");
   assert.equal(parseCli(["--lag-threshold", "20", "--users", "30"])!.users, 30, "a negative-looking value is only joined to the option before it");
 });

@@ -186,7 +186,8 @@ export function parseCli(argv: string[]): LoadtestOptions | null {
   };
   set("users", int("users", values.users, 1, MAX_USERS));
   if (values.steps !== undefined) {
-    const items = values.steps.split(",").map((s) => s.trim());
+    // Commas or spaces between counts, as before; an empty item (",," or nothing at all) is a typo.
+    const items = values.steps.trim().split(/\s*,\s*|\s+/);
     if (items.some((s) => s === "")) throw new Error(`--steps must be user counts separated by commas, got ${JSON.stringify(values.steps)}`);
     over.steps = items.map((s) => int("steps", s, 1, MAX_USERS)!);
   }

@@ -7,11 +7,11 @@ import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { EmbeddedDirectory, hashApiKey } from "@mentra-cluster/directory";
 import { mintUserToken } from "@mentra-cluster/protocol";
-import { loadConfig } from "../config.ts";
+import { loadConfig, type PodConfig } from "../config.ts";
 import { cannotStart, runPod } from "../main.ts";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../../../..");
-let config: ReturnType<typeof loadConfig>;
+let config: PodConfig;
 try {
   config = loadConfig({ POD_ID: "pod-0", ...process.env });
 } catch (err) {
